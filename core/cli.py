@@ -1,0 +1,280 @@
+"""The command line: ``python -m core models | presets | train | bench``.
+
+Bad input ends in one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from core import UserError
+from core.config import ModelConfig, RunConfig, to_dict
+
+# Flags that map one-to-one onto TrainConfig fields (flag name = field name with dashes).
+TRAIN_FLAGS = {
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "optimizer": str,
+    "momentum": float,
+    "weight_decay": float,
+    "l1": float,
+    "l2": float,
+    "label_smoothing": float,
+    "schedule": str,
+    "step_size": int,
+    "gamma": float,
+    "early_stopping": int,
+    "jitter": int,
+    "seed": int,
+    "bf16": str,
+    "device": str,
+}
+
+
+def hidden_sizes(text: str) -> tuple[int, ...]:
+    """ "100" -> (100,); "50,50" -> (50, 50); "3x75" -> (75, 75, 75) (seed 002's notation)."""
+    sizes: list[int] = []
+    try:
+        for part in text.split(","):
+            count, _, size = part.strip().rpartition("x")
+            sizes += [int(size)] * (int(count) if count else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes look like 100, 50,50 or 3x75: {text!r}"
+        ) from None
+    return tuple(sizes)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="CNN Classroom core")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the model registry")
+    sub.add_parser("presets", help="list the named configurations (seed papers, fast)")
+
+    t = sub.add_parser("train", help="train a model, or answer from the store (cache hit)")
+    t.add_argument("--model", help="registry name (see: python -m core models)")
+    t.add_argument("--preset", help="start from a named configuration (see: presets)")
+    t.add_argument("--dataset", help="fashion-mnist (default) or digits")
+    t.add_argument("--data-dir", help="folder with Fashion-MNIST's *-ubyte.gz files")
+    t.add_argument("--val-size", type=int, help="validation images held out of training")
+    t.add_argument("--train-limit", type=int, help="train on the first N images only")
+    for name, kind in TRAIN_FLAGS.items():
+        t.add_argument("--" + name.replace("_", "-"), type=kind, help=f"TrainConfig.{name}")
+    t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--oversample", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--hidden", type=hidden_sizes, help="dense hidden sizes, e.g. 100 or 50,50")
+    t.add_argument("--dropout", type=float, help="dropout probability")
+    t.add_argument("--width", type=int, help="channels of the first conv layer")
+    t.add_argument("--store", help="model store folder (default: the user cache)")
+    t.add_argument("--json", help="write the result as JSON to this file")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    tp = bsub.add_parser("throughput", help="steady-state training images per second")
+    tp.add_argument("--model", default="cnn_bn")
+    tp.add_argument("--batch-size", type=int, default=256)
+    tp.add_argument("--epochs", type=int, default=2, help="epochs to time")
+    tp.add_argument("--bf16", default="auto")
+    ta = bsub.add_parser("time-to-accuracy", help="train a preset until the test accuracy")
+    ta.add_argument("--target", type=float, default=0.90)
+    ta.add_argument("--preset", default="fast")
+    return p
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the flags describe: a preset (or the defaults), then each given flag."""
+    from core import presets
+
+    cfg = presets.get(args.preset).config if args.preset else RunConfig()
+    if args.model:
+        if args.preset and args.model != cfg.model.name:
+            raise UserError(f"preset {args.preset} trains {cfg.model.name}, not {args.model}")
+        cfg = replace(cfg, model=ModelConfig(name=args.model))
+    elif not args.preset:
+        raise UserError("say which model to train: --model NAME or --preset NAME")
+    from core import models
+
+    models.get(cfg.model.name)  # unknown names fail here, listing the valid ones
+
+    data = {k: getattr(args, k) for k in ("dataset", "data_dir", "val_size", "train_limit")}
+    train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
+    model = {k: getattr(args, k) for k in ("hidden", "dropout", "width")}
+    return RunConfig(
+        data=replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
+        model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
+        train=replace(cfg.train, **{k: v for k, v in train.items() if v is not None}),
+    )
+
+
+def cmd_models(_args) -> int:
+    from core import models
+
+    for e in models.list_models():
+        options = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
+        print(f"{e.name:<10} {e.summary}  [{options}]")
+    return 0
+
+
+def cmd_presets(_args) -> int:
+    from core import presets
+
+    for p in presets.PRESETS.values():
+        paper = f"  (paper: {p.paper['source']}, {p.paper['accuracy']})" if p.paper else ""
+        print(f"{p.name:<12} {p.config.model.name:<10} {p.summary}{paper}")
+    return 0
+
+
+def format_report(meta: dict) -> str:
+    """A classification report like scikit-learn's, plus the summary numbers."""
+    test = meta["test"]
+    width = max(len(c) for c in meta["classes"]) + 2
+    lines = [f"{'':<{width}}precision    recall  f1-score   support"]
+    for name, row in test["per_class"].items():
+        lines.append(
+            f"{name:<{width}}{row['precision']:9.4f} {row['recall']:9.4f}"
+            f" {row['f1']:9.4f} {row['support']:9d}"
+        )
+    n = test["support"]
+    lines += [
+        "",
+        f"{'accuracy':<{width}}{'':9} {'':9} {test['accuracy']:9.4f} {n:9d}",
+        f"{'macro avg':<{width}}{test['macro_precision']:9.4f} {test['macro_recall']:9.4f}"
+        f" {test['macro_f1']:9.4f} {n:9d}",
+        f"{'weighted avg':<{width}}{test['weighted_precision']:9.4f}"
+        f" {test['weighted_recall']:9.4f} {test['weighted_f1']:9.4f} {n:9d}",
+        "",
+        f"top-3 accuracy {test['top3_accuracy']:.4f}   ROC-AUC (macro, one-vs-rest) "
+        + (f"{test['roc_auc_macro']:.4f}" if test["roc_auc_macro"] is not None else "n/a")
+        + f"   log loss {test['log_loss']:.4f}",
+    ]
+    if meta.get("overfitting_epoch"):
+        lines.append(f"validation loss lowest at epoch {meta['overfitting_epoch']}, then rises")
+    return "\n".join(lines)
+
+
+def paper_line(model_name: str, dataset: str) -> str | None:
+    from core import presets
+
+    if dataset != "fashion-mnist":
+        return None
+    for p in presets.PRESETS.values():
+        if p.paper and p.config.model.name == model_name:
+            return f"{p.paper['source']} reported accuracy {p.paper['accuracy']:.4f}"
+    return None
+
+
+def cmd_train(args) -> int:
+    from core.runs import Stored, Waiting, train_or_load
+    from core.store import Store
+
+    cfg = build_config(args)
+    started = time.perf_counter()
+    bar = None
+    result = None
+    try:
+        for event in train_or_load(cfg, Store(args.store)):
+            kind = type(event).__name__
+            if isinstance(event, Waiting):
+                print(f"run {event.run_id} is training in another process; waiting for it",
+                      file=sys.stderr)  # fmt: skip
+            elif kind == "BatchEnd" and not args.quiet:
+                bar = _progress(bar, event)
+            elif kind == "EpochEnd" and not args.quiet:
+                print(
+                    f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f}"
+                    f" acc {event.train_accuracy:.4f} | val loss {event.val_loss:.4f}"
+                    f" acc {event.val_accuracy:.4f} | {event.images_per_second:,.0f} img/s",
+                    file=sys.stderr,
+                )
+            elif kind == "Diverged":
+                _close(bar)
+                print(f"diverged at epoch {event.epoch}, step {event.step}: {event.reason};"
+                      " nothing was stored (try a smaller --lr)", file=sys.stderr)  # fmt: skip
+                _write_json(args.json, {"status": "diverged", "epoch": event.epoch,
+                                        "step": event.step, "reason": event.reason,
+                                        "config": to_dict(cfg)})  # fmt: skip
+                return 3
+            elif isinstance(event, Stored):
+                result = event
+    finally:
+        _close(bar)
+    if result is None:  # stopped before the end (Ctrl-C is handled in main)
+        return 1
+    meta = result.meta
+    print(f"run {result.run_id}: " + ("cache hit" if result.cache_hit else "trained and stored"))
+    print(f"{meta['model']} on {meta['dataset']['name']}, test set of {meta['test']['support']}")
+    print(format_report(meta))
+    if line := paper_line(meta["model"], meta["config"]["data"]["dataset"]):
+        print(line)
+    _write_json(
+        args.json,
+        {
+            "status": "ok",
+            "run_id": result.run_id,
+            "model": meta["model"],
+            "config": meta["config"],
+            "history": meta["history"],
+            "test": meta["test"],
+            "wall_seconds": time.perf_counter() - started,
+            "train_seconds": meta["wall_seconds"],
+            "cache_hit": result.cache_hit,
+        },
+    )
+    return 0
+
+
+def _progress(bar, event):
+    from tqdm import tqdm
+
+    if bar is None or bar.desc != f"epoch {event.epoch}":
+        _close(bar)
+        bar = tqdm(total=event.batches, desc=f"epoch {event.epoch}", unit="batch",
+                   file=sys.stderr, leave=False)  # fmt: skip
+    bar.n = event.batch
+    bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:,.0f}",
+                    refresh=True)  # fmt: skip
+    return bar
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=1))
+
+
+def cmd_bench(args) -> int:
+    from core import bench
+
+    if args.bench == "throughput":
+        result = bench.throughput(args.model, args.batch_size, args.epochs, args.bf16)
+    else:
+        if not 0 < args.target <= 1:
+            raise UserError(f"target must be an accuracy in (0, 1] (got {args.target})")
+        result = bench.time_to_accuracy(args.target, args.preset)
+    print(json.dumps(result))
+    return 0 if result.get("reached", True) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
+                "bench": cmd_bench}  # fmt: skip
+    try:
+        return commands[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130

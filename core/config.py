@@ -1,0 +1,123 @@
+"""Frozen run configuration: data, model and training, with commented defaults.
+
+Pages and the command line build variants with ``dataclasses.replace``; every stored run keeps
+``to_dict(cfg)`` so it can be rebuilt exactly (``from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from core import UserError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"  # "fashion-mnist", "digits", or a folder/zip path (later)
+    data_dir: str | None = None  # where Fashion-MNIST's .gz files are; None: search (see data)
+    val_size: int = 10_000  # images held out of the training set for validation (seed 001: 10k)
+    split_seed: int = 0  # the train/val split is a fixed permutation of this seed
+    train_limit: int | None = None  # use only the first N training images (quick lessons, tests)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn_bn"  # a registry name: python -m core models
+    hidden: tuple[int, ...] | None = None  # dense hidden layer sizes; None: the model's default
+    dropout: float | None = None  # dropout probability; None: the model's default
+    width: int | None = None  # channels of the first conv layer; None: the model's default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256  # large batches keep 2 CPU cores busy; the schedule suits them
+    lr: float = 2e-3  # peak learning rate for onecycle, the constant one otherwise
+    optimizer: str = "adamw"  # adam | adamw | sgd (sgd uses momentum below)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # optimizer decay (decoupled for adamw, L2-coupled otherwise)
+    l1: float = 0.0  # L1 penalty on weights (not biases/norms), added to the loss
+    l2: float = 0.0  # L2 penalty on weights (not biases/norms), added to the loss
+    label_smoothing: float = 0.0  # 0.1 spreads 10% of each target over all classes
+    schedule: str = "onecycle"  # constant | step | cosine | onecycle | plateau
+    step_size: int = 3  # step schedule: epochs between decays
+    gamma: float = 0.5  # step and plateau: factor applied to the learning rate
+    plateau_patience: int = 1  # plateau: epochs without val-loss improvement before decaying
+    early_stopping: int = 0  # stop after N epochs without val-loss improvement; 0: off
+    jitter: int = 0  # random shift of up to N pixels per image (batch augmentation)
+    hflip: bool = False  # random horizontal flip (fine for clothes, wrong for digits)
+    oversample: bool = False  # draw each class equally often per epoch (imbalanced data)
+    seed: int = 0  # weights, batch order and augmentation
+    bf16: str = "auto"  # auto | on | off: bfloat16 autocast where the hardware has it
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """A JSON-ready dict (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Inverse of ``to_dict``; unknown keys are an error, not silently dropped."""
+    model = dict(d.get("model", {}))
+    if model.get("hidden") is not None:
+        model["hidden"] = tuple(int(h) for h in model["hidden"])
+    try:
+        return RunConfig(
+            data=DataConfig(**d.get("data", {})),
+            model=ModelConfig(**model),
+            train=TrainConfig(**d.get("train", {})),
+        )
+    except TypeError as e:
+        raise UserError(f"bad run configuration: {e}") from None
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise UserError with one clear line for any value a run cannot use."""
+    t = cfg.train
+    if t.epochs < 1:
+        raise UserError(f"epochs must be at least 1 (got {t.epochs})")
+    if t.batch_size < 1:
+        raise UserError(f"batch size must be at least 1 (got {t.batch_size})")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise UserError(f"learning rate must be a positive number (got {t.lr})")
+    if t.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {t.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if t.schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {t.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    for name in ("weight_decay", "l1", "l2", "jitter", "early_stopping"):
+        value = getattr(t, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name.replace('_', ' ')} must be zero or more (got {value})")
+    if not 0 <= t.label_smoothing < 1:
+        raise UserError(f"label smoothing must be in [0, 1) (got {t.label_smoothing})")
+    if not 0 < t.gamma <= 1:
+        raise UserError(f"gamma must be in (0, 1] (got {t.gamma})")
+    if t.bf16 not in ("auto", "on", "off"):
+        raise UserError(f"bf16 must be auto, on or off (got {t.bf16!r})")
+    if t.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda (got {t.device!r})")
+    m = cfg.model
+    if m.dropout is not None and not 0 <= m.dropout < 1:
+        raise UserError(f"dropout must be in [0, 1) (got {m.dropout})")
+    if m.hidden is not None and any(h < 1 for h in m.hidden):
+        raise UserError(f"hidden layer sizes must be at least 1 (got {list(m.hidden)})")
+    if m.width is not None and m.width < 1:
+        raise UserError(f"width must be at least 1 (got {m.width})")
+    if cfg.data.val_size < 1:
+        raise UserError(f"validation size must be at least 1 (got {cfg.data.val_size})")
+    if cfg.data.train_limit is not None and cfg.data.train_limit < 1:
+        raise UserError(f"train limit must be at least 1 (got {cfg.data.train_limit})")
+    return cfg

@@ -1,0 +1,52 @@
+"""Where and how fast to compute: device, thread count, bfloat16 autocast."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+def cores() -> int:
+    """CPU cores this process may use (cgroup/affinity aware on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def pick(device: str = "auto") -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        from core import UserError
+
+        raise UserError("device cuda was asked for but no CUDA GPU is available")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(device: torch.device, setting: str = "auto") -> bool:
+    if setting != "auto":
+        return setting == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def set_threads() -> None:
+    """One intra-op thread per core: the default can under- or over-subscribe in containers."""
+    n = cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

@@ -1,0 +1,205 @@
+"""The on-disk model store: one folder per run, keyed by what decides its result.
+
+    <root>/runs/<run_id>/weights.safetensors   the state dict (never a pickle)
+    <root>/runs/<run_id>/meta.json             config, history, metrics, class names, checksums
+    <root>/locks/<run_id>.lock                 held while the run trains
+
+The key hashes the full config, the dataset's identity and the code version, so a changed
+knob, dataset or trainer never returns a stale model. Writes are atomic (a temporary folder,
+then one rename): a process killed while saving leaves the old entry or none. An entry whose
+files do not match their checksums is treated as missing, never loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from core.config import RunConfig, to_dict
+
+STORE_ENV = "CNN_CLASSROOM_STORE"
+FORMAT = 1
+WEIGHTS, META = "weights.safetensors", "meta.json"
+# Source files whose changes can change a trained model or its stored metrics.
+CODE_PATHS = ("config.py", "train.py", "metrics.py", "device.py", "data", "models")
+
+
+def default_root() -> Path:
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnn-classroom" / "store"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the core sources that decide a trained model (see CODE_PATHS)."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in CODE_PATHS:
+        path = here / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(file.relative_to(here).as_posix().encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(cfg: RunConfig, data_identity: str) -> str:
+    """The run id: 20 hex digits of a hash over config, dataset identity and code version."""
+    config = to_dict(cfg)
+    config["data"].pop("data_dir")  # where the files lie does not matter, their content does
+    text = json.dumps(
+        {"config": config, "data": data_identity, "code": code_version()}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else default_root()
+        self.runs = self.root / "runs"
+        self.locks = self.root / "locks"
+
+    def path(self, run_id: str) -> Path:
+        if not (len(run_id) == 20 and all(c in "0123456789abcdef" for c in run_id)):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.runs / run_id
+
+    # -- reading ---------------------------------------------------------------------------
+    def meta(self, run_id: str) -> dict | None:
+        """The verified metadata of a run, or None if it is absent, partial or altered."""
+        folder = self.path(run_id)
+        try:
+            meta = json.loads((folder / META).read_text())
+            ok = (
+                isinstance(meta, dict)
+                and meta.get("format") == FORMAT
+                and meta.get("run_id") == run_id
+                and meta.get("checksum") == meta_checksum(meta)
+                and meta.get("weights_sha256") == file_sha256(folder / WEIGHTS)
+            )
+        except (OSError, ValueError):
+            return None
+        return meta if ok else None
+
+    def list(self) -> list[dict]:
+        """Verified metadata of every stored run, newest first."""
+        if not self.runs.is_dir():
+            return []
+        metas = []
+        for folder in self.runs.iterdir():
+            if folder.name.startswith("."):
+                continue
+            with contextlib.suppress(ValueError):
+                if (meta := self.meta(folder.name)) is not None:
+                    metas.append(meta)
+        return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
+
+    def load_model(self, run_id: str):
+        """(model in eval mode on the CPU, meta). Raises KeyError when the run is missing."""
+        from safetensors.torch import load_file
+
+        from core import models
+        from core.config import from_dict
+        from core.models.base import InputSpec
+
+        meta = self.meta(run_id)
+        if meta is None:
+            raise KeyError(run_id)
+        spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in meta["input"].items()})  # fmt: skip
+        model = models.build(from_dict(meta["config"]).model, spec)
+        state = load_file(self.path(run_id) / WEIGHTS)  # safetensors: data only, no code
+        if file_sha256(self.path(run_id) / WEIGHTS) != meta["weights_sha256"]:
+            raise KeyError(run_id)  # replaced between the check and the read
+        model.load_state_dict(state, strict=True)
+        return model.eval(), meta
+
+    # -- writing ---------------------------------------------------------------------------
+    def lock(self, run_id: str) -> FileLock:
+        self.locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.locks / f"{run_id}.lock")
+
+    def save(self, run_id: str, model, meta: dict) -> dict:
+        """Write weights and metadata atomically; returns the stored metadata."""
+        from safetensors.torch import save
+
+        self.runs.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        blob = save(state)
+        meta = dict(meta, format=FORMAT, run_id=run_id, created=time.time())
+        meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+        meta["checksum"] = meta_checksum(meta)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{run_id}-", dir=self.runs))
+        try:
+            _fsync_write(tmp / WEIGHTS, blob)
+            _fsync_write(tmp / META, json.dumps(meta, indent=1).encode())
+            final = self.path(run_id)
+            if final.exists():  # a damaged entry we are replacing
+                self._discard(final)
+            os.rename(tmp, final)  # atomic: readers see the whole entry or none
+            self._fsync_dir(self.runs)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return meta
+
+    def delete(self, run_id: str) -> None:
+        if self.path(run_id).exists():
+            self._discard(self.path(run_id))
+
+    def clean(self, older_than: float = 3600.0) -> None:
+        """Remove temporary folders left by processes killed while saving."""
+        if not self.runs.is_dir():
+            return
+        now = time.time()
+        for folder in self.runs.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if now - folder.stat().st_mtime > older_than:
+                    shutil.rmtree(folder)
+
+    def _discard(self, folder: Path) -> None:
+        trash = folder.with_name(f".tmp-trash-{folder.name}-{os.getpid()}-{time.time_ns()}")
+        os.rename(folder, trash)  # out of the way in one step, then delete at leisure
+        shutil.rmtree(trash, ignore_errors=True)
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        with contextlib.suppress(OSError):  # not every OS can open a directory
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+__all__ = ["Store", "Timeout", "code_version", "default_root", "run_key"]

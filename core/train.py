@@ -1,0 +1,295 @@
+"""``train(cfg, data)``: a training run as a generator of events.
+
+The vocabulary follows fastai's callbacks and minGPT's trainer: ``BatchEnd`` and ``EpochEnd``
+while it runs, then exactly one of ``Finished`` or ``Diverged``. Core never sees a widget: a
+consumer stops a run by no longer iterating, or by setting the ``stop`` event it passed in
+(checked between batches).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import device as devices
+from core import models
+from core.config import RunConfig, validate
+from core.data import augment
+from core.data.dataset import ImageData
+from core.models.base import Classifier, InputSpec
+
+# A loss this many times chance level (ln C) means the run blew up, even if still finite.
+DIVERGENCE_FACTOR = 100.0
+EVAL_BATCH = 2048  # images per forward pass when evaluating (no gradients: memory is small)
+
+
+@dataclass
+class BatchEnd:
+    epoch: int  # 1-based
+    batch: int  # 1-based within the epoch
+    batches: int  # per epoch
+    step: int  # global optimizer step, 1-based
+    loss: float  # mean training loss since the previous BatchEnd
+    accuracy: float  # training accuracy since the previous BatchEnd
+    lr: float
+    images_per_second: float  # training images per second so far (validation excluded)
+    eta_seconds: float  # until the last epoch ends, at the current speed
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float  # wall time of this epoch, validation included
+    images_per_second: float
+    eta_seconds: float
+    improved: bool  # the validation loss is the best so far
+    model: Classifier = field(repr=False)  # the live model: read it, do not train it
+
+
+@dataclass
+class Finished:
+    model: Classifier = field(repr=False)  # best weights when early stopping restored them
+    history: dict  # per-epoch lists (see History) plus a per-batch loss trace
+    best_epoch: int  # epoch with the lowest validation loss
+    stopped_early: bool  # early stopping ended the run before the last epoch
+    stopped: bool  # the consumer asked it to stop
+    wall_seconds: float
+    images_per_second: float
+
+
+@dataclass
+class Diverged:
+    epoch: int
+    step: int
+    loss: float
+    history: dict
+    reason: str
+
+
+Event = BatchEnd | EpochEnd | Finished | Diverged
+
+
+def new_history() -> dict:
+    keys = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+    return {k: [] for k in keys} | {"batch_step": [], "batch_loss": []}
+
+
+def build_model(cfg: RunConfig, data: ImageData) -> Classifier:
+    return models.build(cfg.model, InputSpec.of(data))
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1]."""
+    return x.float().div_(255.0)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: Classifier, images: np.ndarray | torch.Tensor, bf16: bool = False
+) -> torch.Tensor:
+    """Logits (N, classes) as float32 on the CPU, for uint8 images (N, C, H, W)."""
+    dev = next(model.parameters()).device
+    x = torch.as_tensor(images)
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), EVAL_BATCH):
+        batch = to_float(x[i : i + EVAL_BATCH].to(dev, non_blocking=True))
+        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            out.append(model(batch).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict_proba(model: Classifier, images, bf16: bool = False) -> np.ndarray:
+    """Class probabilities (N, classes) as a float32 numpy array."""
+    return torch.softmax(predict_logits(model, images, bf16), dim=1).numpy()
+
+
+def _optimizer(cfg: RunConfig, model: Classifier) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, t.lr, weight_decay=t.weight_decay)
+
+
+def _scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """(scheduler or None, stepped "per_batch" | "per_epoch" | "on_val_loss")."""
+    t = cfg.train
+    total = t.epochs * steps_per_epoch
+    if t.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, t.lr, total_steps=total, pct_start=0.25)
+        return sched, "per_batch"
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), "per_batch"
+    if t.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, t.step_size, t.gamma), "per_epoch"
+    if t.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=t.gamma, patience=t.plateau_patience
+        )
+        return sched, "on_val_loss"
+    return None, "never"
+
+
+def _penalty(cfg: RunConfig, weights: list[torch.Tensor]) -> torch.Tensor | float:
+    """L1 and L2 penalties over weight matrices and kernels (biases and norms excluded)."""
+    t = cfg.train
+    total: torch.Tensor | float = 0.0
+    if t.l1:
+        total = total + t.l1 * sum(w.abs().sum() for w in weights)
+    if t.l2:
+        total = total + t.l2 * sum(w.pow(2).sum() for w in weights)
+    return total
+
+
+def _evaluate(model, x, y, bf16) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on device tensors x (uint8) and y."""
+    logits = predict_logits(model, x, bf16)
+    y = y.cpu()
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) -> Iterator[Event]:
+    """Train a fresh model for ``cfg`` on ``data``, yielding events; see the module doc."""
+    validate(cfg)
+    t = cfg.train
+    devices.set_threads()
+    dev = devices.pick(t.device)
+    bf16 = devices.use_bf16(dev, t.bf16)
+    torch.manual_seed(t.seed)
+    gen = torch.Generator(device=dev).manual_seed(t.seed)
+
+    model = build_model(cfg, data).to(dev)
+    x_train = torch.from_numpy(data.x_train).to(dev)
+    y_train = torch.from_numpy(data.y_train).to(dev)
+    x_val = torch.from_numpy(data.x_val).to(dev)
+    y_val = torch.from_numpy(data.y_val).to(dev)
+
+    steps_per_epoch = math.ceil(
+        (data.num_classes * int(data.class_counts().max()) if t.oversample else len(y_train))
+        / t.batch_size
+    )
+    opt = _optimizer(cfg, model)
+    sched, sched_when = _scheduler(cfg, opt, steps_per_epoch)
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    log_every = max(1, steps_per_epoch // 50)  # ~50 points per epoch for live curves
+    blow_up = DIVERGENCE_FACTOR * math.log(max(data.num_classes, 2))
+
+    history = new_history()
+    best_loss, best_epoch, best_state, patience = math.inf, 0, None, 0
+    start = time.perf_counter()
+    train_seconds = 0.0  # time in training steps only: images/s excludes validation
+    seen, step, stopped, stopped_early = 0, 0, False, False
+
+    for epoch in range(1, t.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        order = augment.epoch_order(y_train, t.oversample, gen)
+        run_loss, run_correct, run_count = 0.0, torch.zeros((), device=dev), 0
+        ep_loss, ep_correct, ep_count = 0.0, 0, 0
+        for b, i in enumerate(range(0, len(order), t.batch_size), start=1):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            idx = order[i : i + t.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if t.jitter:
+                xb = augment.jitter(xb, t.jitter, gen)
+            if t.hflip:
+                xb = augment.hflip(xb, gen)
+            with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+                logits = model(to_float(xb))
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
+            loss = loss + _penalty(cfg, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched_when == "per_batch":
+                sched.step()
+            step += 1
+            value = loss.item()  # one sync per step: divergence is caught at once
+            if not math.isfinite(value) or value > blow_up:
+                why = "not a number" if math.isnan(value) else f"{value:.3g}, far above chance"
+                yield Diverged(epoch, step, value, history, f"training loss became {why}")
+                return
+            n = len(idx)
+            seen += n
+            run_loss += value * n
+            run_correct += (logits.argmax(1) == yb).sum()
+            run_count += n
+            if b % log_every == 0 or b == steps_per_epoch:
+                correct = int(run_correct.item())
+                speed = seen / (train_seconds + time.perf_counter() - epoch_start)
+                remaining = (t.epochs * steps_per_epoch - step) * t.batch_size
+                history["batch_step"].append(step)
+                history["batch_loss"].append(run_loss / run_count)
+                yield BatchEnd(
+                    epoch, b, steps_per_epoch, step, run_loss / run_count,
+                    correct / run_count, opt.param_groups[0]["lr"], speed, remaining / speed,
+                )  # fmt: skip
+                ep_loss, ep_correct = ep_loss + run_loss, ep_correct + correct
+                ep_count += run_count
+                run_loss, run_correct, run_count = 0.0, torch.zeros((), device=dev), 0
+        train_seconds += time.perf_counter() - epoch_start
+        if stopped and ep_count == 0:
+            break
+        val_loss, val_acc = _evaluate(model, x_val, y_val, bf16)
+        lr = opt.param_groups[0]["lr"]
+        if sched_when == "per_epoch":
+            sched.step()
+        elif sched_when == "on_val_loss":
+            sched.step(val_loss)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_epoch, patience = val_loss, epoch, 0
+            if t.early_stopping:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            patience += 1
+        seconds = time.perf_counter() - epoch_start
+        row = {
+            "epoch": epoch,
+            "train_loss": ep_loss / ep_count,
+            "train_accuracy": ep_correct / ep_count,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr,
+            "seconds": seconds,
+        }
+        for key, value in row.items():
+            history[key].append(value)
+        speed = seen / train_seconds
+        yield EpochEnd(
+            epoch, t.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_acc, lr,
+            seconds, speed, (t.epochs - epoch) * steps_per_epoch * t.batch_size / speed,
+            improved, model,
+        )  # fmt: skip
+        if stopped:
+            break
+        if t.early_stopping and patience >= t.early_stopping and epoch < t.epochs:
+            stopped_early = True
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    wall = time.perf_counter() - start
+    speed = seen / train_seconds if train_seconds else 0.0
+    yield Finished(model, history, best_epoch, stopped_early, stopped, wall, speed)
