@@ -1,0 +1,1 @@
+"""Helpers shared by the Streamlit pages (the only place besides pages/ that imports streamlit)."""
