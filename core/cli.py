@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -99,10 +100,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
-    from core import models
-
-    models.get(cfg.model.name)  # unknown names fail here, listing the valid ones
-
     data = {k: getattr(args, k) for k in ("dataset", "data_dir", "val_size", "train_limit")}
     train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
     model = {k: getattr(args, k) for k in ("hidden", "dropout", "width")}
@@ -278,3 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # piped into head or less that quit early: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0

@@ -18,11 +18,12 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion-mnist"  # "fashion-mnist", "digits", or a folder/zip path (later)
+    dataset: str = "fashion-mnist"  # "fashion-mnist", "digits", or a folder of class folders
     data_dir: str | None = None  # where Fashion-MNIST's .gz files are; None: search (see data)
     val_size: int = 10_000  # images held out of the training set for validation (seed 001: 10k)
     split_seed: int = 0  # the train/val split is a fixed permutation of this seed
     train_limit: int | None = None  # use only the first N training images (quick lessons, tests)
+    image_size: int | None = None  # side in pixels; None: the source's own (28; folders 64)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"width must be at least 1 (got {m.width})")
     if cfg.data.val_size < 1:
         raise UserError(f"validation size must be at least 1 (got {cfg.data.val_size})")
+    if cfg.data.image_size is not None and not 8 <= cfg.data.image_size <= 512:
+        raise UserError(f"image size must be between 8 and 512 pixels (got {cfg.data.image_size})")
     if cfg.data.train_limit is not None and cfg.data.train_limit < 1:
         raise UserError(f"train limit must be at least 1 (got {cfg.data.train_limit})")
     return cfg

@@ -79,7 +79,10 @@ def train_or_load(
     if (meta := store.meta(run_id)) is not None:
         yield Stored(run_id, meta, cache_hit=True)
         return
+    from core import models
     from core.train import Diverged, Finished, train  # imports torch: only when training
+
+    models.get(cfg.model.name)  # an unknown name fails here, listing the valid ones
 
     store.clean()
     lock = store.lock(run_id)

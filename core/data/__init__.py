@@ -14,21 +14,25 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from core import UserError
 from core.config import DataConfig
 from core.data import fashion_mnist
-from core.data.dataset import ImageData, split_train_val
+from core.data.dataset import ImageData, resize_all, split_train_val
 
 OFFLINE_ENV = "CNN_CLASSROOM_OFFLINE"  # set to 1 to never try a download
 BUILTIN = ("fashion-mnist", "digits")
+HOLDOUT = 0.2  # share kept for test (and then for validation) when a folder has no split
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "fashion-mnist" | "digits"
-    folder: Path | None  # Fashion-MNIST's folder
+    kind: str  # "fashion-mnist" | "digits" | "folder"
+    folder: Path | None  # Fashion-MNIST's folder, or the image folder
     identity: str  # content hash of the raw files
     note: str  # one line for people: where it came from, or why we fell back
+    native_size: int  # side of the source's images as we load them by default
 
 
 def warn(line: str) -> None:
@@ -45,56 +49,72 @@ def _fashion_source(data_dir: str | None) -> Source | None:
             folder = None
     if folder is None:
         return None
-    return Source("fashion-mnist", folder, fashion_mnist.fingerprint(folder), f"from {folder}")
+    identity = fashion_mnist.fingerprint(folder)
+    return Source("fashion-mnist", folder, identity, f"from {folder}", 28)
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_identity() -> str:
+def _digits_source() -> Source:
     from core.data import digits
 
-    return digits.load()[2]
+    return Source("digits", None, digits.load()[2], "scikit-learn's bundled digits", 28)
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_source(path: str) -> Source:
+    from core.data import folder
+
+    listing = folder.scan(Path(path))
+    note = f"from {path}" + (
+        f" ({listing.skipped} non-image files skipped)" if listing.skipped else ""
+    )
+    return Source("folder", Path(path), folder.fingerprint(listing), note, 64)
 
 
 def describe(cfg: DataConfig) -> Source:
     """Find the dataset and hash it; Fashion-MNIST falls back to digits with one clear line."""
-    if cfg.dataset not in BUILTIN:
-        raise UserError(
-            f"dataset {cfg.dataset!r} does not exist; use {' or '.join(BUILTIN)}"
-            if not Path(cfg.dataset).exists()
-            else f"dataset {cfg.dataset!r}: image folders and zips are not supported yet"
-        )
-    if cfg.dataset == "fashion-mnist":
-        source = _fashion_source(cfg.data_dir)
-        if source is not None:
-            return source
-        if cfg.data_dir:
-            raise UserError(f"no Fashion-MNIST files (*-ubyte.gz) in {cfg.data_dir}")
-        warn(
-            "Fashion-MNIST not found (looked in "
-            + ", ".join(str(d) for d in fashion_mnist.candidate_dirs(None))
-            + " and could not download it); using scikit-learn's digits instead"
-        )
-    return Source("digits", None, _digits_identity(), "scikit-learn's bundled digits")
+    if cfg.dataset == "digits":
+        return _digits_source()
+    if cfg.dataset != "fashion-mnist":
+        path = Path(cfg.dataset).expanduser()
+        if not path.exists():
+            raise UserError(f"dataset {cfg.dataset!r} does not exist; use a folder of class "
+                            f"folders, {' or '.join(BUILTIN)}")  # fmt: skip
+        return _folder_source(str(path.resolve()))
+    source = _fashion_source(cfg.data_dir)
+    if source is not None:
+        return source
+    if cfg.data_dir:
+        raise UserError(f"no Fashion-MNIST files (*-ubyte.gz) in {cfg.data_dir}")
+    warn(
+        "Fashion-MNIST not found (looked in "
+        + ", ".join(str(d) for d in fashion_mnist.candidate_dirs(None))
+        + " and could not download it); using scikit-learn's digits instead"
+    )
+    return _digits_source()
 
 
 def effective(cfg: DataConfig) -> DataConfig:
     """The config as it will really be used (after a fallback to digits)."""
     source = describe(cfg)
-    if source.kind == cfg.dataset:
-        return cfg
-    return replace(cfg, dataset=source.kind, data_dir=None, val_size=_digits_val(cfg.val_size))
-
-
-def _digits_val(requested: int) -> int:
-    # 1797 images: a 10k validation set cannot exist; keep 20% aside instead.
-    return min(requested, 360)
+    if source.kind == "digits" and cfg.dataset != "digits":
+        return replace(cfg, dataset="digits", data_dir=None)
+    return cfg
 
 
 def identity(cfg: DataConfig) -> str:
-    """Hash of everything that decides the images a run sees (source, split, limit)."""
+    """Hash of everything that decides the images a run sees (source, split, size, limit)."""
     cfg = effective(cfg)
-    text = f"{describe(cfg).identity}|{cfg.val_size}|{cfg.split_seed}|{cfg.train_limit}"
+    source = describe(cfg)
+    size = cfg.image_size or source.native_size
+    text = f"{source.identity}|{cfg.val_size}|{cfg.split_seed}|{cfg.train_limit}|{size}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _holdout_split(x, y, val_size: int, seed: int):
+    """Train/val split of a small source: at most ``val_size``, at most 20% of it."""
+    n = min(val_size, max(1, int(len(y) * HOLDOUT)))
+    return split_train_val(x, y, n, seed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,18 +122,23 @@ def load(cfg: DataConfig) -> ImageData:
     """The dataset for ``cfg``, split and held in memory (cached per process)."""
     cfg = effective(cfg)
     source = describe(cfg)
+    size = cfg.image_size or source.native_size
     if source.kind == "fashion-mnist":
         x, y, x_test, y_test = fashion_mnist.load(source.folder)
         name, classes = "Fashion-MNIST", fashion_mnist.CLASSES
         x_train, y_train, x_val, y_val = split_train_val(x, y, cfg.val_size, cfg.split_seed)
-    else:
+    elif source.kind == "digits":
         from core.data import digits
 
         x, y, _ = digits.load()
         name, classes = "digits (8x8, upscaled to 28x28)", digits.CLASSES
-        # Test first (20%), then validation from the rest: all stratified and seeded.
-        x, y, x_test, y_test = split_train_val(x, y, 360, cfg.split_seed + 1)
-        x_train, y_train, x_val, y_val = split_train_val(x, y, cfg.val_size, cfg.split_seed)
+        x, y, x_test, y_test = split_train_val(x, y, int(len(y) * HOLDOUT), cfg.split_seed + 1)
+        x_train, y_train, x_val, y_val = _holdout_split(x, y, cfg.val_size, cfg.split_seed)
+    else:
+        x_train, y_train, x_val, y_val, x_test, y_test, classes = _load_folder(cfg, source, size)
+        name = source.folder.name
+    if size != x_train.shape[-1]:
+        x_train, x_val, x_test = (resize_all(a, size) for a in (x_train, x_val, x_test))
     if cfg.train_limit is not None:
         x_train, y_train = x_train[: cfg.train_limit], y_train[: cfg.train_limit]
     return ImageData(
@@ -128,3 +153,36 @@ def load(cfg: DataConfig) -> ImageData:
         identity=identity(cfg),
         source=source.note,
     )
+
+
+def _load_folder(cfg: DataConfig, source: Source, size: int):
+    """A folder's splits: its own train/val/test when it has them, else stratified ones.
+
+    With train/ and val/ only, val/ is the held-out test set (its metrics are the ones
+    reported) and validation comes out of train/.
+    """
+    from core.data import folder
+
+    listing = folder.scan(source.folder)
+    splits, _ = folder.load(listing, size)
+    if "all" in splits:
+        x, y = splits["all"]
+        x, y, x_test, y_test = split_train_val(
+            x, y, max(1, int(len(y) * HOLDOUT)), cfg.split_seed + 1
+        )
+        x_train, y_train, x_val, y_val = _holdout_split(x, y, cfg.val_size, cfg.split_seed)
+    else:
+        x_train, y_train = splits["train"]
+        held = splits.get("test", splits.get("val"))
+        if held is None or len(held[1]) == 0:
+            raise UserError(f"dataset {source.folder} has train/ but no val/ or test/ images")
+        x_test, y_test = held
+        if "test" in splits and "val" in splits and len(splits["val"][1]):
+            x_val, y_val = splits["val"]
+        else:
+            x_train, y_train, x_val, y_val = _holdout_split(
+                x_train, y_train, cfg.val_size, cfg.split_seed
+            )
+    if len(np.unique(y_train)) < 2:
+        raise UserError(f"dataset {source.folder} needs training images of at least two classes")
+    return x_train, y_train, x_val, y_val, x_test, y_test, listing.classes

@@ -72,3 +72,16 @@ def split_train_val(
     val_mask = np.zeros(len(y), dtype=bool)
     val_mask[np.concatenate(val_idx)] = True
     return x[~val_mask], y[~val_mask], x[val_mask], y[val_mask]
+
+
+def resize_all(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, C, H, W) uint8 -> (N, C, size, size) uint8, bilinear (e.g. 28 -> 64 upscaling)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for i in range(0, len(x), 4096):  # bounded float memory for 70k images
+        chunk = torch.from_numpy(x[i : i + 4096]).float()
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True)
+        out.append(chunk.round_().clamp_(0, 255).to(torch.uint8).numpy())
+    return np.concatenate(out) if out else np.zeros((0, x.shape[1], size, size), np.uint8)

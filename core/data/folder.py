@@ -1,0 +1,143 @@
+"""Datasets from a folder of class folders: ``root/<class>/*.png`` or with ``train/``,
+``val/`` and ``test/`` subfolders holding the class folders.
+
+Images are decoded with Pillow under a pixel cap, resized on the shorter side and
+centre-cropped (seed 004's fix for distortion), and held as uint8 arrays like Fashion-MNIST.
+Zips, and the checks a zip needs, come with the upload path (issue 7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (decompression bombs)
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Listing:
+    classes: tuple[str, ...]
+    files: dict[str, list[tuple[Path, int]]]  # split ("all" | "train" | "val" | "test") -> items
+    skipped: int  # hidden or non-image files
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "__")))
+
+
+def scan(root: Path) -> Listing:
+    """Find the classes and files; raise UserError for anything a run cannot use."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"dataset {root} is not a folder")
+    subdirs = _class_dirs(root)
+    splits = {SPLIT_NAMES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_NAMES}
+    layout = splits if "train" in splits else {"all": root}
+    classes = sorted({d.name for folder in layout.values() for d in _class_dirs(folder)})
+    files: dict[str, list[tuple[Path, int]]] = {}
+    skipped = 0
+    for split, folder in layout.items():
+        items = []
+        for c, name in enumerate(classes):
+            class_dir = folder / name
+            if not class_dir.is_dir():
+                continue
+            for f in sorted(class_dir.rglob("*")):
+                if f.is_symlink() or not f.is_file():
+                    continue
+                if is_image(f):
+                    items.append((f, c))
+                else:
+                    skipped += 1
+        files[split] = items
+    total = sum(len(v) for v in files.values())
+    if total == 0:
+        raise UserError(f"dataset {root} holds no images (PNG, JPEG, GIF, WEBP or BMP)")
+    counts = np.bincount([c for items in files.values() for _, c in items], minlength=len(classes))
+    if len(classes) < 2 or (counts > 0).sum() < 2:
+        raise UserError(f"dataset {root} needs at least two classes with images (one folder each)")
+    if (counts == 0).any():
+        empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+        raise UserError(f"dataset {root}: class folder(s) without images: {', '.join(empty)}")
+    return Listing(tuple(classes), files, skipped)
+
+
+def decode(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image -> (channels, size, size) uint8: EXIF-rotated, shorter side resized to
+    ``size``, centre-cropped. Raises UserError for unreadable or oversized files."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise UserError(f"{path.name}: {img.width}x{img.height} pixels is too large")
+            img.seek(0)  # animated files: the first frame
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info
+                              else "RGB")  # fmt: skip
+            if img.mode == "RGBA":  # transparent pixels become white, as on a page
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            img = img.convert("L" if channels == 1 else "RGB")
+            img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)  # resize + crop
+            arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path.name} is not a readable image ({type(e).__name__})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def is_color(paths: list[Path], sample: int = 50) -> bool:
+    """True when any of the first ``sample`` images has colour."""
+    from PIL import Image
+
+    for path in paths[:sample]:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def fingerprint(listing: Listing) -> str:
+    """Hash of every file's split, class, name and bytes."""
+    h = hashlib.sha256("|".join(listing.classes).encode())
+    for split, items in sorted(listing.files.items()):
+        for path, c in items:
+            h.update(f"{split}/{c}/{path.name}".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def load(listing: Listing, size: int) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
+    """Decode every listed image: ({split: (x (N, C, size, size) uint8, y)}, colour?).
+
+    Unreadable files are skipped (they count in ``Listing.skipped`` for the report).
+    """
+    color = is_color([p for items in listing.files.values() for p, _ in items])
+    channels = 3 if color else 1
+    out = {}
+    for split, items in listing.files.items():
+        xs, ys = [], []
+        for path, c in items:
+            try:
+                xs.append(decode(path, size, channels))
+                ys.append(c)
+            except UserError:
+                continue
+        x = np.stack(xs) if xs else np.zeros((0, channels, size, size), np.uint8)
+        out[split] = (x, np.asarray(ys, dtype=np.int64))
+    return out, color
