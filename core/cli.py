@@ -131,7 +131,7 @@ def cmd_presets(_args) -> int:
 def format_report(meta: dict) -> str:
     """A classification report like scikit-learn's, plus the summary numbers."""
     test = meta["test"]
-    width = max(len(c) for c in meta["classes"]) + 2
+    width = max(len("weighted avg"), *(len(c) for c in meta["classes"])) + 2
     lines = [f"{'':<{width}}precision    recall  f1-score   support"]
     for name, row in test["per_class"].items():
         lines.append(
