@@ -1,144 +1,19 @@
-"""CNN Classroom: the Streamlit entry point (the home page).
+"""CNN Classroom: the Streamlit entry point (navigation, language, shared sidebar).
 
 make run        # or: streamlit run app.py
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from core import data as datasets
-from core import models, presets
-from core.config import DataConfig, ModelConfig
-from core.store import Store
-from ui.i18n import class_name, language_picker, t
+from ui.i18n import language_picker, t
+from ui.state import user
 
-SAMPLES_PER_CLASS = 12
-
-
-@st.cache_resource(show_spinner=False)
-def load_data():
-    """Fashion-MNIST (or the digits fallback), loaded once per server and shared."""
-    return datasets.load(DataConfig())
-
-
-@st.cache_data(show_spinner=False)
-def registry_rows() -> list[dict]:
-    """One row per registered model, with its parameter count on 28x28 greyscale input."""
-    from core.models.base import InputSpec
-
-    rows = []
-    for entry in models.list_models():
-        model = models.build(ModelConfig(entry.name), InputSpec())
-        params = sum(p.numel() for p in model.parameters())
-        rows.append({"name": entry.name, "summary": entry.summary, "params": params})
-    return rows
-
-
-def sample_strip(images: np.ndarray) -> np.ndarray:
-    """(N, 1, H, W) uint8 -> one (H, N*W) strip with a 2-pixel gap, for st.image."""
-    n, _, h, w = images.shape
-    strip = np.full((h, n * (w + 2) - 2), 40, dtype=np.uint8)
-    for i, img in enumerate(images[:, 0]):
-        strip[:, i * (w + 2) : i * (w + 2) + w] = img
-    return strip
-
-
-def dataset_section(data) -> None:
-    st.header(t("dataset"))
-    st.write(
-        t(
-            "dataset_summary",
-            name=data.name,
-            train=f"{len(data.y_train):,}",
-            val=f"{len(data.y_val):,}",
-            test=f"{len(data.y_test):,}",
-            size=data.size,
-            classes=data.num_classes,
-        )
-    )
-    st.caption(t("source", source=data.source))
-    grid, balance = st.columns([3, 2])
-    with grid:
-        st.subheader(t("samples"))
-        for c, name in enumerate(data.classes):
-            idx = np.flatnonzero(data.y_test == c)[:SAMPLES_PER_CLASS]
-            label, strip = st.columns([1, 4])
-            label.markdown(f"**{class_name(name)}**")
-            strip.image(sample_strip(data.x_test[idx]), width="stretch", clamp=True)
-    with balance:
-        st.subheader(t("balance"))
-        counts = pd.DataFrame(
-            {t("class"): [class_name(c) for c in data.classes], t("images"): data.class_counts()}
-        )
-        st.bar_chart(counts, x=t("class"), y=t("images"), horizontal=True)
-
-
-def models_section() -> None:
-    st.header(t("models"))
-    rows = registry_rows()
-    st.dataframe(
-        pd.DataFrame(rows).rename(
-            columns={"name": t("model"), "summary": t("what"), "params": t("parameters")}
-        ),
-        hide_index=True,
-        width="stretch",
-    )
-    st.subheader(t("presets"))
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    t("preset"): p.name,
-                    t("model"): p.config.model.name,
-                    t("what"): p.summary,
-                    t("paper_reported"): (
-                        f"{p.paper['accuracy']:.4f} ({p.paper['source']})" if p.paper else "—"
-                    ),
-                }
-                for p in presets.PRESETS.values()
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
-
-
-def runs_section() -> None:
-    st.header(t("runs"))
-    runs = Store().list()
-    if not runs:
-        st.info(t("no_runs"))
-        return
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "run": m["run_id"][:8],
-                    t("model"): m["model"],
-                    t("accuracy"): round(m["test"]["accuracy"], 4),
-                    t("macro_f1"): round(m["test"]["macro_f1"], 4),
-                    t("epochs"): len(m["history"]["epoch"]),
-                    t("seconds"): round(m["wall_seconds"], 1),
-                }
-                for m in runs
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
-
-
-def main() -> None:
-    st.set_page_config(page_title="CNN Classroom", page_icon="🧥", layout="wide")
-    language_picker()
-    st.title(t("title"))
-    st.write(t("tagline"))
-    dataset_section(load_data())
-    models_section()
-    runs_section()
-
-
-main()
+st.set_page_config(page_title="CNN Classroom", page_icon="🧥", layout="wide")
+language_picker()
+user()
+pages = [
+    st.Page("pages/home.py", title=t("nav_home"), icon="🏠", default=True, url_path="home"),
+]
+st.navigation(pages).run()

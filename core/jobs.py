@@ -1,0 +1,182 @@
+"""Background training jobs: the queue the pages submit to and read from.
+
+A page never trains in its own script run. It submits a config and gets a job id; worker
+threads run ``train_or_load`` and record its events; the page renders what it reads back, so
+navigation, a refresh or a lost websocket do not stop or duplicate a run. Jobs beyond the
+worker slots wait in a FIFO queue and can tell their place in it. Each job has an owner (a
+browser's private token): listings show only the owner's jobs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from core.config import RunConfig
+from core.store import Store
+
+STATES = ("queued", "waiting", "running", "done", "diverged", "stopped", "failed")
+FINAL = ("done", "diverged", "stopped", "failed")
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    cfg: RunConfig
+    state: str = "queued"
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    history: dict = field(default_factory=dict)  # the trainer's history, growing live
+    progress: dict = field(default_factory=dict)  # last BatchEnd: epoch, batch, eta, speed...
+    run_id: str | None = None  # set when the run is in the store
+    cache_hit: bool = False
+    message: str = ""  # divergence reason or error, for people
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    version: int = 0  # bumped on every update: readers redraw only when it changed
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    def snapshot(self) -> dict:
+        """A consistent, plain copy for a page to render."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "model": self.cfg.model.name,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "progress": dict(self.progress),
+            "run_id": self.run_id,
+            "cache_hit": self.cache_hit,
+            "message": self.message,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "version": self.version,
+        }
+
+
+class JobQueue:
+    """Runs jobs on ``slots`` worker threads (default: one; a run already uses every core)."""
+
+    def __init__(self, store: Store | None = None, slots: int = 1, keep: int = 200):
+        self.store = store or Store()
+        self.slots = max(1, slots)
+        self.keep = keep  # finished jobs remembered (oldest forgotten first)
+        self._jobs: dict[str, Job] = {}
+        self._pending: queue.Queue[Job] = queue.Queue()
+        self._order: list[str] = []  # queued job ids, in submission order
+        self._lock = threading.Lock()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"train-worker-{i}", daemon=True)
+            for i in range(self.slots)
+        ]
+        for w in self._workers:
+            w.start()
+
+    # -- the pages' side -------------------------------------------------------------------
+    def submit(self, cfg: RunConfig, owner: str) -> Job:
+        """Queue a run (validated first: a bad config raises UserError here, not later)."""
+        from core.runs import resolve
+
+        resolve(cfg)
+        job = Job(uuid.uuid4().hex[:12], owner, cfg)
+        with self._lock:
+            self._jobs[job.id] = job
+            self._order.append(job.id)
+            self._forget_old()
+        self._pending.put(job)
+        return job
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, if it exists and (when ``owner`` is given) belongs to that owner."""
+        job = self._jobs.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            return None
+        return job
+
+    def jobs(self, owner: str) -> list[Job]:
+        return sorted((j for j in self._jobs.values() if j.owner == owner),
+                      key=lambda j: j.created, reverse=True)  # fmt: skip
+
+    def position(self, job_id: str) -> int:
+        """1 for the next job to start, 2 for the one after...; 0 when not queued."""
+        with self._lock:
+            return self._order.index(job_id) + 1 if job_id in self._order else 0
+
+    def stop(self, job_id: str, owner: str) -> bool:
+        job = self.get(job_id, owner)
+        if job is None or job.is_final:
+            return False
+        job.stop.set()
+        return True
+
+    # -- the workers' side -----------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._pending.get()
+            with self._lock:
+                if job.id in self._order:
+                    self._order.remove(job.id)
+            if job.stop.is_set():
+                self._finish(job, "stopped", "stopped before it started")
+                continue
+            try:
+                self._run(job)
+            except Exception as e:  # noqa: BLE001 - a failed job must not kill the worker
+                traceback.print_exc()
+                self._finish(job, "failed", f"{type(e).__name__}: {e}")
+
+    def _run(self, job: Job) -> None:
+        from core.runs import Stored, Waiting, train_or_load
+        from core.train import BatchEnd, Diverged, EpochEnd, Finished
+
+        job.state, job.started = "running", time.time()
+        job.version += 1
+        for event in train_or_load(job.cfg, self.store, job.stop):
+            if isinstance(event, Waiting):
+                job.state = "waiting"
+            elif isinstance(event, BatchEnd):
+                job.state = "running"
+                job.progress = {
+                    "epoch": event.epoch, "batch": event.batch, "batches": event.batches,
+                    "epochs": job.cfg.train.epochs, "loss": event.loss, "lr": event.lr,
+                    "images_per_second": event.images_per_second, "eta": event.eta_seconds,
+                }  # fmt: skip
+                self._append(job, "batch_step", event.step)
+                self._append(job, "batch_loss", event.loss)
+            elif isinstance(event, EpochEnd):
+                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+                    self._append(job, key, getattr(event, key))
+                self._append(job, "epoch", event.epoch)
+            elif isinstance(event, Diverged):
+                self._finish(job, "diverged", event.reason)
+                return
+            elif isinstance(event, Finished) and event.stopped:
+                self._finish(job, "stopped", "stopped: a partial run is not stored")
+                return
+            elif isinstance(event, Stored):
+                job.run_id, job.cache_hit = event.run_id, event.cache_hit
+                job.history = {k: list(v) for k, v in event.meta["history"].items()}
+                self._finish(job, "done", "")
+                return
+            job.version += 1
+
+    @staticmethod
+    def _append(job: Job, key: str, value) -> None:
+        job.history.setdefault(key, []).append(value)
+
+    def _finish(self, job: Job, state: str, message: str) -> None:
+        job.state, job.message, job.finished = state, message, time.time()
+        job.version += 1
+
+    def _forget_old(self) -> None:
+        done = sorted((j for j in self._jobs.values() if j.is_final), key=lambda j: j.created)
+        for job in done[: max(0, len(done) - self.keep)]:
+            del self._jobs[job.id]

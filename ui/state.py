@@ -1,0 +1,55 @@
+"""What the pages share: the dataset, the store, the job queue, the visitor's private token."""
+
+from __future__ import annotations
+
+import secrets
+
+import streamlit as st
+
+from core import data as datasets
+from core.config import DataConfig
+from core.jobs import JobQueue
+from core.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def dataset(cfg: DataConfig | None = None):
+    """An ImageData loaded once per server process and shared read-only by every session."""
+    return datasets.load(cfg or DataConfig())
+
+
+@st.cache_resource(show_spinner=False)
+def store() -> Store:
+    return Store()
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> JobQueue:
+    """One queue per server: runs beyond its worker slots wait their turn."""
+    return JobQueue(store())
+
+
+def user() -> str:
+    """This visitor's private token, kept in the URL (?user=...) so a refresh keeps it.
+
+    Live jobs are visible only under the token that started them: sharing the page's URL
+    is how a run is shared on purpose.
+    """
+    if "user" not in st.session_state:
+        token = st.query_params.get("user", "")
+        valid = len(token) == 16 and all(c in "0123456789abcdef" for c in token)
+        st.session_state.user = token if valid else secrets.token_hex(8)
+    st.query_params["user"] = st.session_state.user
+    return st.session_state.user
+
+
+@st.cache_data(show_spinner=False, ttl=2)
+def stored_runs() -> list[dict]:
+    """Verified metadata of the stored runs, newest first (re-read at most every 2 s)."""
+    return store().list()
+
+
+def run_label(meta: dict) -> str:
+    test = meta["test"]
+    return (f"{meta['model']} · {meta['dataset']['name']} · acc {test['accuracy']:.3f} · "
+            f"{len(meta['history']['epoch'])} ep · {meta['run_id'][:6]}")  # fmt: skip
