@@ -25,7 +25,14 @@ CLASS_NAMES_ES = {
 
 @functools.cache
 def _table() -> dict:
-    return json.loads((Path(__file__).parent.parent / "assets" / "i18n.json").read_text())
+    """Every assets/i18n/*.json merged (one file per page; keys must not repeat)."""
+    table: dict = {}
+    for path in sorted((Path(__file__).parent.parent / "assets" / "i18n").glob("*.json")):
+        part = json.loads(path.read_text())
+        if repeated := table.keys() & part.keys():
+            raise ValueError(f"{path.name} repeats translation keys: {sorted(repeated)}")
+        table |= part
+    return table
 
 
 def lang() -> str:
