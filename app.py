@@ -15,5 +15,6 @@ language_picker()
 user()
 pages = [
     st.Page("pages/home.py", title=t("nav_home"), icon="🏠", default=True, url_path="home"),
+    st.Page("pages/train.py", title=t("nav_train"), icon="🏋️", url_path="train"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,204 @@
+"""Train: set every option, start a background run, watch its curves live, reattach later."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import UserError, models, presets
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.runs import resolve
+from ui.charts import curves
+from ui.i18n import t
+from ui.state import jobs, store, user
+
+BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
+CUSTOM = "—"
+
+
+def options_ui() -> RunConfig:
+    """Every trainer option, each with a 'what this does' help; returns the RunConfig."""
+    names = [CUSTOM, *presets.PRESETS]
+    preset = st.selectbox(t("tr_start_from"), names, format_func=_preset_label,
+                          help=t("tr_help_preset"))  # fmt: skip
+    base = presets.get(preset).config if preset != CUSTOM else RunConfig()
+    k = f"{preset}_"  # widget keys per preset: picking a preset resets the form to it
+    model_names = [e.name for e in models.list_models()]
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        name = st.selectbox(t("tr_model"), model_names, index=model_names.index(base.model.name),
+                            help=t("tr_help_model"), key=k + "model")  # fmt: skip
+        defaults = models.get(name).defaults
+        dataset = st.selectbox(t("tr_dataset"), ["fashion-mnist", "digits"],
+                               help=t("tr_help_dataset"), key=k + "dataset")  # fmt: skip
+        epochs = st.number_input(t("tr_epochs"), 1, 200, base.train.epochs,
+                                 help=t("tr_help_epochs"), key=k + "epochs")  # fmt: skip
+        batch = st.select_slider(t("tr_batch"), BATCH_SIZES, base.train.batch_size,
+                                 help=t("tr_help_batch"), key=k + "batch")  # fmt: skip
+        lr = st.select_slider(t("tr_lr"), LEARNING_RATES, _nearest(base.train.lr),
+                              format_func=lambda v: f"{v:g}", help=t("tr_help_lr"),
+                              key=k + "lr")  # fmt: skip
+    with c2:
+        optimizer = st.selectbox(t("tr_optimizer"), ["adamw", "adam", "sgd"],
+                                 index=["adamw", "adam", "sgd"].index(base.train.optimizer),
+                                 help=t("tr_help_optimizer"), key=k + "opt")  # fmt: skip
+        schedules = ["onecycle", "constant", "step", "cosine", "plateau"]
+        schedule = st.selectbox(t("tr_schedule"), schedules,
+                                index=schedules.index(base.train.schedule),
+                                format_func=lambda s: t(f"tr_sched_{s}"),
+                                help=t("tr_help_schedule"), key=k + "sched")  # fmt: skip
+        early = st.number_input(t("tr_early"), 0, 50, base.train.early_stopping,
+                                help=t("tr_help_early"), key=k + "early")  # fmt: skip
+        seed = st.number_input(t("tr_seed"), 0, 10_000, base.train.seed,
+                               help=t("tr_help_seed"), key=k + "seed")  # fmt: skip
+        smoothing = st.slider(t("tr_smoothing"), 0.0, 0.3, base.train.label_smoothing, 0.05,
+                              help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
+    with c3:
+        dropout = st.slider(t("tr_dropout"), 0.0, 0.9, float(defaults["dropout"]), 0.05,
+                            help=t("tr_help_dropout"), key=k + name + "drop")  # fmt: skip
+        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, defaults["hidden"])),
+                               help=t("tr_help_hidden"), key=k + name + "hidden")  # fmt: skip
+        l1 = st.number_input(t("tr_l1"), 0.0, 1.0, base.train.l1, format="%.0e",
+                             step=1e-5, help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
+        l2 = st.number_input(t("tr_l2"), 0.0, 1.0, base.train.l2, format="%.0e",
+                             step=1e-4, help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
+        jitter = st.slider(t("tr_jitter"), 0, 4, base.train.jitter, help=t("tr_help_jitter"),
+                           key=k + "jitter")  # fmt: skip
+        hflip = st.checkbox(t("tr_hflip"), base.train.hflip, help=t("tr_help_hflip"),
+                            key=k + "hflip")  # fmt: skip
+        oversample = st.checkbox(t("tr_oversample"), base.train.oversample,
+                                 help=t("tr_help_oversample"), key=k + "over")  # fmt: skip
+    try:
+        sizes = tuple(int(h) for h in hidden.replace(" ", "").split(",") if h)
+    except ValueError:
+        raise UserError(t("tr_bad_hidden")) from None
+    return RunConfig(
+        data=DataConfig(dataset=dataset),
+        model=ModelConfig(name, hidden=sizes or None, dropout=dropout),
+        train=TrainConfig(
+            epochs=int(epochs), batch_size=batch, lr=lr, optimizer=optimizer,
+            schedule=schedule, early_stopping=int(early), seed=int(seed),
+            label_smoothing=smoothing, l1=l1, l2=l2, jitter=jitter, hflip=hflip,
+            oversample=oversample, weight_decay=base.train.weight_decay,
+        ),
+    )  # fmt: skip
+
+
+def _preset_label(name: str) -> str:
+    return t("tr_custom") if name == CUSTOM else f"{name} — {presets.get(name).summary}"
+
+
+def _nearest(lr: float) -> float:
+    return min(LEARNING_RATES, key=lambda v: abs(v - lr))
+
+
+def start(cfg: RunConfig) -> None:
+    """Show a stored run at once; otherwise queue a job and keep its id in the URL."""
+    _, run_id = resolve(cfg)
+    if store().meta(run_id) is not None:
+        st.session_state.pop("job", None)
+        st.query_params.pop("job", None)
+        st.session_state.stored = run_id
+        return
+    job = jobs().submit(cfg, user())
+    st.session_state.job = job.id
+    st.session_state.pop("stored", None)
+    st.query_params["job"] = job.id
+
+
+def current_job():
+    job_id = st.session_state.get("job") or st.query_params.get("job")
+    return jobs().get(job_id, user()) if job_id else None
+
+
+def stored_view(run_id: str) -> None:
+    meta = store().meta(run_id)
+    if meta is None:
+        return
+    st.success(t("tr_in_store", acc=f"{meta['test']['accuracy']:.4f}"))
+    batches = len(meta["history"]["batch_step"]) and _batches_per_epoch(meta["history"])
+    st.plotly_chart(curves(meta["history"], batches, meta.get("overfitting_epoch")),
+                    key="stored_curves")  # fmt: skip
+
+
+def _batches_per_epoch(history: dict) -> int | None:
+    steps, epochs = history.get("batch_step"), history.get("epoch")
+    return steps[-1] // epochs[-1] if steps and epochs else None
+
+
+@st.fragment(run_every=1.0)
+def live_view(job_id: str) -> None:
+    """Redrawn every second from the job's snapshot; the page itself never trains."""
+    job = jobs().get(job_id, user())
+    if job is None:
+        st.warning(t("tr_job_gone"))
+        return
+    snap = job.snapshot()
+    state, progress = snap["state"], snap["progress"]
+    if state == "queued":
+        st.info(t("tr_queued", place=jobs().position(job_id)))
+    elif state == "waiting":
+        st.info(t("tr_waiting"))
+    elif state == "running" and progress:
+        done = ((progress["epoch"] - 1) * progress["batches"] + progress["batch"]) / (
+            progress["epochs"] * progress["batches"])  # fmt: skip
+        st.progress(min(done, 1.0), text=t(
+            "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
+            speed=f"{progress['images_per_second']:,.0f}", eta=f"{progress['eta']:.0f}",
+            loss=f"{progress['loss']:.3f}"))  # fmt: skip
+    elif state == "done":
+        st.success(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
+    elif state == "diverged":
+        st.error(t("tr_diverged", why=snap["message"]))
+    elif state in ("stopped", "failed"):
+        st.warning(t(f"tr_{state}", why=snap["message"]))
+    if state not in ("queued", "waiting") and snap["history"]:
+        batches = progress.get("batches") or _batches_per_epoch(snap["history"])
+        st.plotly_chart(curves(snap["history"], batches), key=f"live_{job_id}")
+    if job.is_final and not st.session_state.get(f"final_{job_id}"):
+        st.session_state[f"final_{job_id}"] = True
+        st.rerun()  # once: redraw the page without the stop button
+
+
+def my_jobs_ui() -> None:
+    mine = jobs().jobs(user())
+    if not mine:
+        return
+    with st.expander(t("tr_my_runs", n=len(mine))):
+        for job in mine:
+            c1, c2 = st.columns([4, 1])
+            c1.write(f"`{job.id}` · {job.cfg.model.name} · {t('tr_state_' + job.state)}")
+            if c2.button(t("tr_show"), key=f"show_{job.id}"):
+                st.session_state.job = job.id
+                st.query_params["job"] = job.id
+                st.rerun()
+
+
+def main() -> None:
+    st.title(t("tr_title"))
+    st.caption(t("tr_intro"))
+    try:
+        cfg = options_ui()
+    except UserError as e:
+        st.error(str(e))
+        return
+    c1, c2, _ = st.columns([1, 1, 4])
+    job = current_job()
+    running = job is not None and not job.is_final
+    if c1.button(t("tr_start"), type="primary", disabled=running):
+        try:
+            start(cfg)
+        except UserError as e:
+            st.error(str(e))
+        job = current_job()
+        running = job is not None and not job.is_final
+    if running and c2.button(t("tr_stop")):
+        jobs().stop(job.id, user())
+    if st.session_state.get("stored") and job is None:
+        stored_view(st.session_state.stored)
+    elif job is not None:
+        live_view(job.id)
+    my_jobs_ui()
+
+
+main()

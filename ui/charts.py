@@ -1,0 +1,53 @@
+"""Plotly figures shared by the pages (curves, confusion matrix, bars)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ui.i18n import t
+
+TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#1f77b4", "#ff7f0e", "rgba(31,119,180,0.35)"
+
+
+def curves(history: dict, batches_per_epoch: int | None = None, overfit: int | None = None):
+    """Loss and accuracy, train against validation, per epoch; the per-batch loss trace
+    underneath (x in epochs); a dashed line where validation loss starts to rise."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
+    epochs = history.get("epoch", [])
+    if history.get("batch_step") and batches_per_epoch:
+        x = [s / batches_per_epoch for s in history["batch_step"]]
+        fig.add_trace(go.Scatter(x=x, y=history["batch_loss"], name=t("ch_batch_loss"),
+                                 line={"color": BATCH_COLOR, "width": 1}), 1, 1)  # fmt: skip
+    for key, col, name, color in (
+        ("train_loss", 1, t("ch_train"), TRAIN_COLOR),
+        ("val_loss", 1, t("ch_val"), VAL_COLOR),
+        ("train_accuracy", 2, t("ch_train"), TRAIN_COLOR),
+        ("val_accuracy", 2, t("ch_val"), VAL_COLOR),
+    ):
+        if history.get(key):
+            fig.add_trace(go.Scatter(x=epochs, y=history[key], name=name, mode="lines+markers",
+                                     line={"color": color}, legendgroup=name,
+                                     showlegend=col == 1), 1, col)  # fmt: skip
+    if overfit:
+        for col in (1, 2):
+            fig.add_vline(x=overfit, line_dash="dash", line_color="gray", row=1, col=col)
+        fig.add_annotation(x=overfit, y=1.02, yref="paper", xref="x", text=t("ch_overfit"),
+                           showarrow=False, font={"size": 11})  # fmt: skip
+    fig.update_xaxes(title_text=t("ch_epoch"))
+    fig.update_layout(height=330, margin={"t": 40, "b": 10, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    return fig
+
+
+def confusion(matrix, classes: list[str], normalized: bool):
+    """A heatmap whose cells can be clicked (true class on y, predicted on x)."""
+    text = [[f"{v:.2f}" if normalized else str(v) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=classes, y=classes, text=text, texttemplate="%{text}", colorscale="Blues",
+        hovertemplate=t("ch_cm_hover") + "<extra></extra>", showscale=False,
+    ))  # fmt: skip
+    fig.update_yaxes(autorange="reversed", title_text=t("ch_true"))
+    fig.update_xaxes(title_text=t("ch_predicted"))
+    fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    return fig
