@@ -10,11 +10,21 @@ import streamlit as st
 from ui.i18n import language_picker, t
 from ui.state import user
 
-st.set_page_config(page_title="CNN Classroom", page_icon="🧥", layout="wide")
+# (file in pages/, URL path, Material icon); the title is the translation of nav_<path>.
+PAGES = [
+    ("home", ":material/home:"),
+    ("train", ":material/model_training:"),
+    ("evaluate", ":material/fact_check:"),
+    ("compare", ":material/compare_arrows:"),
+]
+
+st.set_page_config(page_title="CNN Classroom", page_icon=":material/checkroom:", layout="wide")
 language_picker()
 user()
-pages = [
-    st.Page("pages/home.py", title=t("nav_home"), icon="🏠", default=True, url_path="home"),
-    st.Page("pages/train.py", title=t("nav_train"), icon="🏋️", url_path="train"),
+navigation = [
+    st.Page(
+        f"pages/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
+    )
+    for name, icon in PAGES
 ]
-st.navigation(pages).run()
+st.navigation(navigation).run()

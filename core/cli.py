@@ -159,12 +159,8 @@ def format_report(meta: dict) -> str:
 def paper_line(model_name: str, dataset: str) -> str | None:
     from core import presets
 
-    if dataset != "fashion-mnist":
-        return None
-    for p in presets.PRESETS.values():
-        if p.paper and p.config.model.name == model_name:
-            return f"{p.paper['source']} reported accuracy {p.paper['accuracy']:.4f}"
-    return None
+    paper = presets.paper_for(model_name, dataset)
+    return f"{paper['source']} reported accuracy {paper['accuracy']:.4f}" if paper else None
 
 
 def cmd_train(args) -> int:

@@ -64,3 +64,11 @@ def get(name: str) -> Preset:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def paper_for(model_name: str, dataset: str) -> dict | None:
+    """What a seed paper reported for this model on Fashion-MNIST (None if nothing)."""
+    if dataset != "fashion-mnist":
+        return None
+    return next((p.paper for p in PRESETS.values()
+                 if p.paper and p.config.model.name == model_name), None)  # fmt: skip

@@ -103,7 +103,7 @@ def runs_section() -> None:
     st.header(t("runs"))
     runs = stored_runs()
     if not runs:
-        st.info(t("no_runs"))
+        st.info(t("ev_no_runs"))
         return
     st.dataframe(
         pd.DataFrame(

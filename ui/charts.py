@@ -41,13 +41,27 @@ def curves(history: dict, batches_per_epoch: int | None = None, overfit: int | N
 
 
 def confusion(matrix, classes: list[str], normalized: bool):
-    """A heatmap whose cells can be clicked (true class on y, predicted on x)."""
-    text = [[f"{v:.2f}" if normalized else str(v) for v in row] for row in matrix]
-    fig = go.Figure(go.Heatmap(
-        z=matrix, x=classes, y=classes, text=text, texttemplate="%{text}", colorscale="Blues",
-        hovertemplate=t("ch_cm_hover") + "<extra></extra>", showscale=False,
+    """The confusion matrix (true class down, predicted across) whose cells can be clicked.
+
+    A heatmap draws it; Streamlit's on_select returns nothing for heatmap clicks
+    (streamlit#8760), so a scatter of invisible markers at the cell centres, carrying the
+    counts as text, takes the clicks: a point comes back with its cell number (customdata).
+    """
+    n = len(classes)
+    flat = [v for row in matrix for v in row]
+    top = max(flat) or 1
+    text = [f"{v:.2f}" if normalized else str(v) for v in flat]
+    fig = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Blues", zmin=0,
+                               zmax=top, showscale=False, hoverinfo="skip"))  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=[classes[k % n] for k in range(n * n)], y=[classes[k // n] for k in range(n * n)],
+        mode="markers+text", text=text, customdata=list(range(n * n)),
+        marker={"symbol": "square", "size": 30, "color": "rgba(0,0,0,0)"},
+        textfont={"color": ["white" if v > 0.55 * top else "#222" for v in flat]},
+        hovertemplate=t("ch_cm_hover") + "<extra></extra>", showlegend=False,
     ))  # fmt: skip
     fig.update_yaxes(autorange="reversed", title_text=t("ch_true"))
-    fig.update_xaxes(title_text=t("ch_predicted"))
-    fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    fig.update_xaxes(title_text=t("ch_predicted"), side="top")
+    fig.update_layout(height=560, clickmode="event+select", plot_bgcolor="white",
+                      margin={"t": 10, "b": 10, "l": 10, "r": 10})  # fmt: skip
     return fig

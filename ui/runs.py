@@ -1,0 +1,44 @@
+"""Picking a stored run and what every page needs from it (model, data, predictions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core.config import DataConfig
+from ui.i18n import t
+from ui.state import dataset, run_label, store, stored_runs
+
+
+def pick_run(label: str, key: str) -> dict | None:
+    """A selectbox over the stored runs (the one in ?run= first); None when there are none."""
+    runs = stored_runs()
+    if not runs:
+        st.info(t("ev_no_runs"))
+        return None
+    ids = [m["run_id"] for m in runs]
+    wanted = st.query_params.get("run")
+    index = ids.index(wanted) if wanted in ids else 0
+    run_id = st.selectbox(label, ids, index=index, key=key,
+                          format_func=lambda i: run_label(runs[ids.index(i)]))  # fmt: skip
+    st.query_params["run"] = run_id
+    return runs[ids.index(run_id)]
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def model(run_id: str):
+    """(model, meta) loaded once per server and kept (read-only: inference only)."""
+    return store().load_model(run_id)
+
+
+def data_of(meta: dict):
+    return dataset(DataConfig(**meta["config"]["data"]))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def test_probs(run_id: str) -> np.ndarray:
+    """Class probabilities (N, C) of the run's model on its test set."""
+    from core.train import predict_proba
+
+    net, meta = model(run_id)
+    return predict_proba(net, data_of(meta).x_test)
