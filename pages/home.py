@@ -12,7 +12,7 @@ import streamlit as st
 from core import models, presets
 from core.config import ModelConfig
 from ui.i18n import class_name, t
-from ui.state import dataset, stored_runs
+from ui.state import dataset, start, stored_runs
 
 SAMPLES_PER_CLASS = 12
 
@@ -79,24 +79,20 @@ def models_section() -> None:
         hide_index=True,
         width="stretch",
     )
+    presets_section()
+
+
+def presets_section() -> None:
+    """One click reproduces a seed paper's experiment (or trains our fast default)."""
     st.subheader(t("presets"))
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    t("preset"): p.name,
-                    t("model"): p.config.model.name,
-                    t("what"): p.summary,
-                    t("paper_reported"): (
-                        f"{p.paper['accuracy']:.4f} ({p.paper['source']})" if p.paper else "—"
-                    ),
-                }
-                for p in presets.PRESETS.values()
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    for p in presets.PRESETS.values():
+        c1, c2, c3 = st.columns([1, 5, 2])
+        if c1.button(t("run_preset"), key=f"preset_{p.name}", help=t("run_preset_help")):
+            start(p.config)
+            st.switch_page("pages/train.py")
+        c2.markdown(f"**{p.name}** · `{p.config.model.name}` — {p.summary}")
+        if p.paper:
+            c3.caption(t("paper_said", source=p.paper["source"], acc=f"{p.paper['accuracy']:.4f}"))
 
 
 def runs_section() -> None:

@@ -6,10 +6,9 @@ import streamlit as st
 
 from core import UserError, models, presets
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.runs import resolve
 from ui.charts import curves
 from ui.i18n import t
-from ui.state import jobs, store, user
+from ui.state import jobs, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
@@ -90,20 +89,6 @@ def _preset_label(name: str) -> str:
 
 def _nearest(lr: float) -> float:
     return min(LEARNING_RATES, key=lambda v: abs(v - lr))
-
-
-def start(cfg: RunConfig) -> None:
-    """Show a stored run at once; otherwise queue a job and keep its id in the URL."""
-    _, run_id = resolve(cfg)
-    if store().meta(run_id) is not None:
-        st.session_state.pop("job", None)
-        st.query_params.pop("job", None)
-        st.session_state.stored = run_id
-        return
-    job = jobs().submit(cfg, user())
-    st.session_state.job = job.id
-    st.session_state.pop("stored", None)
-    st.query_params["job"] = job.id
 
 
 def current_job():

@@ -43,6 +43,25 @@ def user() -> str:
     return st.session_state.user
 
 
+def start(cfg) -> None:
+    """Show a stored run at once, else queue a job for it and keep its id in the URL.
+
+    The Train page reads ``st.session_state.stored`` or ``.job`` to know what to show.
+    """
+    from core.runs import resolve
+
+    _, run_id = resolve(cfg)
+    if store().meta(run_id) is not None:
+        st.session_state.pop("job", None)
+        st.query_params.pop("job", None)
+        st.session_state.stored = run_id
+        return
+    job = jobs().submit(cfg, user())
+    st.session_state.job = job.id
+    st.session_state.pop("stored", None)
+    st.query_params["job"] = job.id
+
+
 @st.cache_data(show_spinner=False, ttl=2)
 def stored_runs() -> list[dict]:
     """Verified metadata of the stored runs, newest first (re-read at most every 2 s)."""
