@@ -16,6 +16,7 @@ PAGES = [
     ("train", ":material/model_training:"),
     ("evaluate", ":material/fact_check:"),
     ("compare", ":material/compare_arrows:"),
+    ("inside", ":material/layers:"),
 ]
 
 st.set_page_config(page_title="CNN Classroom", page_icon=":material/checkroom:", layout="wide")

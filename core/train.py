@@ -134,8 +134,10 @@ def _scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, steps_per_epoch: int)
     """(scheduler or None, stepped "per_batch" | "per_epoch" | "on_val_loss")."""
     t = cfg.train
     total = t.epochs * steps_per_epoch
-    if t.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, t.lr, total_steps=total, pct_start=0.25)
+    if t.schedule == "onecycle" and total >= 3:  # shorter runs have no room to warm up
+        # torch divides by (pct_start * total - 1): keep it away from zero (total == 4).
+        pct = 0.25 if 0.25 * total != 1 else 2 / total
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, t.lr, total_steps=total, pct_start=pct)
         return sched, "per_batch"
     if t.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), "per_batch"

@@ -82,8 +82,8 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
     st.subheader(t("ev_gallery"))
     st.caption(t("ev_gallery_help"))
     names = [class_name(c) for c in meta["classes"]]
-    mode = st.radio(t("ev_gallery_mode"), ["losses", "sample"], horizontal=True,
-                    format_func=lambda m: t(f"ev_mode_{m}"))  # fmt: skip
+    labels = {m: t(f"ev_mode_{m}") for m in ("losses", "sample")}
+    mode = st.radio(t("ev_gallery_mode"), list(labels), horizontal=True, format_func=labels.get)
     if mode == "losses":
         idx = np.array([m["index"] for m in metrics.misclassified(data.y_test, probs, 24)],
                        dtype=int)  # fmt: skip

@@ -18,7 +18,8 @@ CUSTOM = "—"
 def options_ui() -> RunConfig:
     """Every trainer option, each with a 'what this does' help; returns the RunConfig."""
     names = [CUSTOM, *presets.PRESETS]
-    preset = st.selectbox(t("tr_start_from"), names, format_func=_preset_label,
+    labels = {n: _preset_label(n) for n in names}
+    preset = st.selectbox(t("tr_start_from"), names, format_func=labels.get,
                           help=t("tr_help_preset"))  # fmt: skip
     base = presets.get(preset).config if preset != CUSTOM else RunConfig()
     k = f"{preset}_"  # widget keys per preset: picking a preset resets the form to it
@@ -42,10 +43,11 @@ def options_ui() -> RunConfig:
                                  index=["adamw", "adam", "sgd"].index(base.train.optimizer),
                                  help=t("tr_help_optimizer"), key=k + "opt")  # fmt: skip
         schedules = ["onecycle", "constant", "step", "cosine", "plateau"]
+        labels = {s: t(f"tr_sched_{s}") for s in schedules}  # built in the run, not lazily
         schedule = st.selectbox(t("tr_schedule"), schedules,
                                 index=schedules.index(base.train.schedule),
-                                format_func=lambda s: t(f"tr_sched_{s}"),
-                                help=t("tr_help_schedule"), key=k + "sched")  # fmt: skip
+                                format_func=labels.get, help=t("tr_help_schedule"),
+                                key=k + "sched")  # fmt: skip
         early = st.number_input(t("tr_early"), 0, 50, base.train.early_stopping,
                                 help=t("tr_help_early"), key=k + "early")  # fmt: skip
         seed = st.number_input(t("tr_seed"), 0, 10_000, base.train.seed,
