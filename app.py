@@ -10,7 +10,9 @@ import streamlit as st
 from ui.i18n import language_picker, t
 from ui.state import user
 
-# (file in pages/, URL path, Material icon); the title is the translation of nav_<path>.
+# (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
+# Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
+# visit to /train would run the page without this script (no navigation, no language).
 PAGES = [
     ("home", ":material/home:"),
     ("train", ":material/model_training:"),
@@ -24,7 +26,7 @@ language_picker()
 user()
 navigation = [
     st.Page(
-        f"pages/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
+        f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
     )
     for name, icon in PAGES
 ]

@@ -21,7 +21,7 @@ from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.models.base import Classifier, InputSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "inside.py")
+PAGE = str(ROOT / "views" / "inside.py")
 
 
 def build(name: str) -> Classifier:

@@ -1,1 +1,1 @@
-"""Helpers shared by the Streamlit pages (the only place besides pages/ that imports streamlit)."""
+"""Helpers shared by the Streamlit pages (the only place besides views/ that imports streamlit)."""

@@ -89,7 +89,7 @@ def presets_section() -> None:
         c1, c2, c3 = st.columns([1, 5, 2])
         if c1.button(t("run_preset"), key=f"preset_{p.name}", help=t("run_preset_help")):
             start(p.config)
-            st.switch_page("pages/train.py")
+            st.switch_page("views/train.py")
         c2.markdown(f"**{p.name}** · `{p.config.model.name}` — {p.summary}")
         if p.paper:
             c3.caption(t("paper_said", source=p.paper["source"], acc=f"{p.paper['accuracy']:.4f}"))

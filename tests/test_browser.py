@@ -1,0 +1,149 @@
+"""End to end in a real Chromium: the Streamlit server as `make run` starts it, driven by
+Playwright. Every page renders in English and Spanish; a tiny run trains from the Train
+page with live curves; clicking a confusion-matrix cell shows exactly that cell's images.
+
+Needs Debian's chromium (make setup installs it); skipped where there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]  # fmt: skip
+PAGES = ["home", "train", "evaluate", "compare", "inside"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (make setup installs it)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port with an empty store of its own."""
+    store = tmp_path_factory.mktemp("browser-store")
+    port = free_port()
+    env = dict(os.environ, CNN_CLASSROOM_STORE=str(store), CNN_CLASSROOM_OFFLINE="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the Streamlit server did not start: " + proc.stderr.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("[data-testid=stApp]")
+    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')",
+                           timeout=60_000)  # fmt: skip
+    return page, errors
+
+
+def assert_clean(page, errors) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0, page.inner_text("body")[:2000]
+    assert errors == []
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_every_page_renders(server, browser, lang):
+    titles = {"en": "Train a network", "es": "Entrena una red"}
+    for name in PAGES:
+        page, errors = open_page(browser, f"{server}/{name}?lang={lang}")
+        page.wait_for_selector("h1")
+        assert_clean(page, errors)
+        nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+        assert ("Entrenar" if lang == "es" else "Train") in nav  # our navigation, not pages/
+        if name == "train":
+            assert titles[lang] in page.inner_text("body")
+        page.close()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the Streamlit selectbox labelled ``label``."""
+    box = page.locator("[data-testid=stSelectbox]").filter(has_text=label)
+    box.locator("[role=combobox], input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_train_then_click_a_confusion_cell(server, browser):
+    page, errors = open_page(browser, f"{server}/train")
+    choose(page, "Dataset", "digits")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("3")
+    epochs.press("Enter")
+    started = time.perf_counter()
+    page.get_by_role("button", name="Start", exact=True).click()
+    # Live curves: the plot appears while the run goes (or right after, for so tiny a run).
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+    first_plot = time.perf_counter() - started
+    page.get_by_text("Finished and saved").wait_for(timeout=120_000)
+    assert "job=" in page.url  # the run can be reattached from the URL
+    assert_clean(page, errors)
+    print(f"first live curve after {first_plot:.1f} s")
+
+    page.goto(f"{server}/evaluate")
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=60_000)
+    assert_clean(page, errors)
+    # Cell (true 3, predicted 3) of the clickable layer: the diagonal always has images.
+    n = 10
+    cell = 3 * n + 3
+    page.locator(".js-plotly-plot .scatterlayer .trace").last.locator(".point").nth(cell).click(
+        force=True
+    )
+    caption = page.get_by_text(re.compile(r"test images of")).first
+    caption.wait_for(timeout=30_000)
+    text = caption.inner_text()
+    count = int(re.match(r"\s*(\d+)", text).group(1))
+    assert re.search(r"of 3 predicted as 3", text), text
+    # Exactly that cell: as many images as the matrix says, up to the gallery's limit.
+    assert count > 0
+    shown = page.locator("[data-testid=stImage]").count()
+    assert shown >= min(count, 48)
+    assert_clean(page, errors)
