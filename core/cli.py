@@ -44,7 +44,10 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
     try:
         for part in text.split(","):
             count, _, size = part.strip().rpartition("x")
-            sizes += [int(size)] * (int(count) if count else 1)
+            repeat = int(count) if count else 1
+            if repeat < 1 or int(size) < 1:
+                raise ValueError
+            sizes += [int(size)] * repeat
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"hidden sizes look like 100, 50,50 or 3x75: {text!r}"
@@ -52,8 +55,15 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one ``error:`` line (main prints it), not a usage dump."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core", description="CNN Classroom core")
+    p = Parser(prog="python -m core", description="CNN Classroom core")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("presets", help="list the named configurations (seed papers, fast)")
@@ -260,7 +270,11 @@ def cmd_bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "bench": cmd_bench}  # fmt: skip
     try:

@@ -104,6 +104,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise UserError(f"{name.replace('_', ' ')} must be zero or more (got {value})")
     if not 0 <= t.label_smoothing < 1:
         raise UserError(f"label smoothing must be in [0, 1) (got {t.label_smoothing})")
+    if t.step_size < 1:
+        raise UserError(f"step size must be at least 1 epoch (got {t.step_size})")
+    if not 0 <= t.momentum < 1:
+        raise UserError(f"momentum must be in [0, 1) (got {t.momentum})")
     if not 0 < t.gamma <= 1:
         raise UserError(f"gamma must be in (0, 1] (got {t.gamma})")
     if t.bf16 not in ("auto", "on", "off"):
@@ -113,7 +117,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     m = cfg.model
     if m.dropout is not None and not 0 <= m.dropout < 1:
         raise UserError(f"dropout must be in [0, 1) (got {m.dropout})")
-    if m.hidden is not None and any(h < 1 for h in m.hidden):
+    if m.hidden is not None and (not m.hidden or any(h < 1 for h in m.hidden)):
         raise UserError(f"hidden layer sizes must be at least 1 (got {list(m.hidden)})")
     if m.width is not None and m.width < 1:
         raise UserError(f"width must be at least 1 (got {m.width})")

@@ -69,7 +69,9 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float | None:
         return None
     if c == 2:
         return float(skm.roc_auc_score(y_true, probs[:, 1]))
-    return float(skm.roc_auc_score(y_true, clip_rows(probs), multi_class="ovr", average="macro"))
+    # One-vs-rest by hand: scikit-learn's multiclass path wants rows that sum to 1 exactly,
+    # and renormalising float32 rows breaks ties between scores (which count as 1/2).
+    return float(np.mean([skm.roc_auc_score(y_true == k, probs[:, k]) for k in range(c)]))
 
 
 def normalize_rows(cm: np.ndarray) -> np.ndarray:

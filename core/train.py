@@ -185,10 +185,9 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
     x_val = torch.from_numpy(data.x_val).to(dev)
     y_val = torch.from_numpy(data.y_val).to(dev)
 
-    steps_per_epoch = math.ceil(
-        (data.num_classes * int(data.class_counts().max()) if t.oversample else len(y_train))
-        / t.batch_size
-    )
+    counts = data.class_counts()
+    per_epoch = int((counts > 0).sum()) * int(counts.max()) if t.oversample else len(y_train)
+    steps_per_epoch = math.ceil(per_epoch / t.batch_size)
     opt = _optimizer(cfg, model)
     sched, sched_when = _scheduler(cfg, opt, steps_per_epoch)
     weights = [p for p in model.parameters() if p.ndim > 1]
@@ -224,6 +223,7 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            lr = opt.param_groups[0]["lr"]  # the rate this step used
             if sched_when == "per_batch":
                 sched.step()
             step += 1
@@ -245,7 +245,7 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
                 history["batch_loss"].append(run_loss / run_count)
                 yield BatchEnd(
                     epoch, b, steps_per_epoch, step, run_loss / run_count,
-                    correct / run_count, opt.param_groups[0]["lr"], speed, remaining / speed,
+                    correct / run_count, lr, speed, remaining / speed,
                 )  # fmt: skip
                 ep_loss, ep_correct = ep_loss + run_loss, ep_correct + correct
                 ep_count += run_count
@@ -254,7 +254,6 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
         if stopped and ep_count == 0:
             break
         val_loss, val_acc = _evaluate(model, x_val, y_val, bf16)
-        lr = opt.param_groups[0]["lr"]
         if sched_when == "per_epoch":
             sched.step()
         elif sched_when == "on_val_loss":

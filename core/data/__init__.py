@@ -84,8 +84,8 @@ def describe(cfg: DataConfig) -> Source:
     source = _fashion_source(cfg.data_dir)
     if source is not None:
         return source
-    if cfg.data_dir:
-        raise UserError(f"no Fashion-MNIST files (*-ubyte.gz) in {cfg.data_dir}")
+    if explicit := cfg.data_dir or os.environ.get(fashion_mnist.ENV_DIR):
+        raise UserError(f"no Fashion-MNIST files (*-ubyte.gz) in {explicit}")
     warn(
         "Fashion-MNIST not found (looked in "
         + ", ".join(str(d) for d in fashion_mnist.candidate_dirs(None))

@@ -41,10 +41,9 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs(data_dir: str | None) -> list[Path]:
-    """Where to look, in order (the explicit one first)."""
+    """Where to look, in order; a folder named explicitly is the only place looked in."""
     explicit = data_dir or os.environ.get(ENV_DIR)
-    dirs = [Path(explicit)] if explicit else []
-    return [*dirs, DEBIAN_DIR, cache_dir()]
+    return [Path(explicit)] if explicit else [DEBIAN_DIR, cache_dir()]
 
 
 def has_files(folder: Path) -> bool:

@@ -1,0 +1,314 @@
+"""Maps of what a network learned: features projected to 2-D with PCA, t-SNE or UMAP.
+
+``features(model, images)`` is the penultimate embedding of a stored model (``pixels(images)``
+the raw-pixel baseline); ``project(method, x)`` turns it into (N, 2) coordinates. t-SNE runs
+openTSNE (FFT-accelerated gradients) on a 50-dimension PCA of the features and reports
+intermediate maps through a callback, so a page can refine the map on screen. UMAP keeps
+numba's on-disk cache, so its JIT compilation is paid once per machine, not per process.
+
+Projections are cached under ``<store root>/embeddings`` as plain ``.npy`` files (written
+atomically, read without pickle) keyed by the feature source, method, number of points, seed
+and the method's parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("pca", "tsne", "umap")
+PCA_DIMS = 50  # t-SNE and UMAP see this many principal components, not the raw features
+FEATURE_BATCH = 2048  # images per forward pass (no gradients: memory stays small)
+# openTSNE's defaults are 250 + 500 iterations on a fine FFT grid (one interval per unit of
+# map, at least 50). On Fashion-MNIST's 10,000 test points, 100 + 150 iterations on a grid
+# half as fine give the same clusters (10-NN accuracy in the map within 0.002 of the default's)
+# in 2-8 s instead of 50-60 s on two shared cores; bench/embed_bench.py measures it.
+TSNE_PARAMS = {
+    "perplexity": 30,
+    "early_exaggeration_iter": 100,
+    "n_iter": 150,
+    "ints_in_interval": 2,  # map units per FFT interval: 4x fewer grid points than 1
+    "min_num_intervals": 20,  # 50 is wasted while the map is still small (early iterations)
+    "initialization": "pca",
+    "negative_gradient_method": "fft",
+}
+TSNE_ITERATIONS = TSNE_PARAMS["early_exaggeration_iter"] + TSNE_PARAMS["n_iter"]
+TSNE_CALLBACK_EVERY = 25  # iterations between intermediate maps (a few tenths of a second)
+# Up to this many points, exact neighbours (one brute-force distance pass, 0.3 s for 10,000 x
+# 50) beat the approximate index (Annoy took 3-5 s and pynndescent a JIT compile each process).
+EXACT_NEIGHBOURS_UP_TO = 20_000
+# 200 epochs (umap's own choice above 10,000 points) and a PCA start instead of the spectral
+# one: 4 s instead of 13 s for 10,000 points, the same clusters.
+UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200, "init": "pca"}
+PARAMS = {"pca": {}, "tsne": TSNE_PARAMS, "umap": UMAP_PARAMS}
+
+# callback(iteration in 1..TSNE_ITERATIONS, embedding (N, 2) float32)
+Progress = Callable[[int, np.ndarray], None]
+
+
+def cores() -> int:
+    from core.device import cores as device_cores
+
+    return device_cores()
+
+
+def cache_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnn-classroom"
+
+
+# -- features ------------------------------------------------------------------------------
+def features(model, images_uint8: np.ndarray, batch: int = FEATURE_BATCH) -> np.ndarray:
+    """Penultimate embedding (N, D) float32 of uint8 images (N, C, H, W)."""
+    import torch
+
+    from core.device import set_threads
+    from core.train import to_float
+
+    set_threads()
+    dev = next(model.parameters()).device
+    x = torch.as_tensor(images_uint8)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(model.features(to_float(x[i : i + batch].to(dev))).flatten(1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.empty((0, 0), np.float32)
+
+
+def pixels(images_uint8: np.ndarray) -> np.ndarray:
+    """The raw-pixel baseline: (N, C*H*W) float32 in [0, 1]."""
+    return images_uint8.reshape(len(images_uint8), -1).astype(np.float32) / 255.0
+
+
+# -- projections ---------------------------------------------------------------------------
+def pca(x: np.ndarray, dims: int = 2, seed: int = 0) -> np.ndarray:
+    """The first ``dims`` principal components (N, dims) float32 (fewer if x is smaller)."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, dtype=np.float32)
+    dims = min(dims, *x.shape)
+    return PCA(dims, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def _reduced(x: np.ndarray, seed: int) -> np.ndarray:
+    """PCA to PCA_DIMS first: neighbour search on 50 dimensions instead of hundreds."""
+    x = np.asarray(x, dtype=np.float32)
+    return pca(x, PCA_DIMS, seed) if x.shape[1] > PCA_DIMS else x
+
+
+def tsne(x: np.ndarray, callback: Progress | None = None, seed: int = 0) -> np.ndarray:
+    """openTSNE map (N, 2) float32; ``callback(iteration, embedding)`` every
+    TSNE_CALLBACK_EVERY iterations, counted across both phases (exaggeration, then normal)
+    up to TSNE_ITERATIONS."""
+    from openTSNE import TSNE
+
+    x = _reduced(x, seed)
+    params = dict(TSNE_PARAMS, perplexity=min(TSNE_PARAMS["perplexity"], (len(x) - 1) / 3))
+    callbacks = None
+    if callback is not None:
+        seen = {"offset": 0, "last": 0}
+
+        def relay(iteration: int, _error: float, embedding) -> bool:
+            # openTSNE restarts its count for the second phase; keep a global one.
+            if iteration <= seen["last"]:
+                seen["offset"] = params["early_exaggeration_iter"]
+            seen["last"] = iteration
+            callback(seen["offset"] + iteration, np.array(embedding, dtype=np.float32))
+            return False  # never ask openTSNE to stop: a caller stops by raising
+
+        callbacks = [relay]
+    exact = len(x) <= EXACT_NEIGHBOURS_UP_TO
+    model = TSNE(
+        **params,
+        neighbors="exact" if exact else "auto",
+        knn_kwargs={"algorithm": "brute"} if exact else None,
+        n_jobs=cores(),
+        random_state=seed,
+        callbacks=callbacks,
+        callbacks_every_iters=TSNE_CALLBACK_EVERY,
+    )
+    return np.asarray(model.fit(x), dtype=np.float32)
+
+
+def _numba_cache() -> None:
+    """Point numba's cache at a user folder before numba is imported (umap-learn's and
+    pynndescent's functions are compiled with cache=True: the JIT cost is paid once)."""
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or cache_home() / "numba")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    if "numba" in sys.modules:  # imported earlier by someone else: tell its config too
+        sys.modules["numba"].config.CACHE_DIR = str(folder)
+
+
+def _import_umap():
+    """umap-learn, with numba's on-disk cache on for all of its compiled functions.
+
+    umap's own ``smooth_knn_dist`` and ``compute_membership_strengths`` are compiled without
+    ``cache=True``: every new process paid 3-8 s of JIT for them. ``enable_caching`` is what
+    ``cache=True`` does; it is harmless for the ones that already cache.
+    """
+    _numba_cache()
+    import umap as umap_learn  # imported here, after NUMBA_CACHE_DIR is set
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+    from umap import layouts, umap_
+
+    for module in (umap_, layouts):
+        for fn in vars(module).values():
+            if isinstance(fn, CPUDispatcher) and isinstance(getattr(fn, "_cache", None), NullCache):
+                with contextlib.suppress(RuntimeError):  # no writable cache folder: JIT as before
+                    fn.enable_caching()
+    return umap_learn
+
+
+def umap(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP map (N, 2) float32 of the 50-dimension PCA of x."""
+    from sklearn.neighbors import NearestNeighbors
+
+    umap_learn = _import_umap()
+    x = _reduced(x, seed)
+    k = max(2, min(UMAP_PARAMS["n_neighbors"], len(x) - 1))
+    knn = None
+    if len(x) <= EXACT_NEIGHBOURS_UP_TO:  # pynndescent would JIT-compile for seconds
+        index = NearestNeighbors(n_neighbors=k, algorithm="brute", n_jobs=cores()).fit(x)
+        dist, idx = index.kneighbors(x)  # each point is its own first neighbour, as umap wants
+        knn = (idx, dist.astype(np.float32), None)
+    reducer = umap_learn.UMAP(
+        **dict(UMAP_PARAMS, n_neighbors=k),
+        n_components=2,
+        precomputed_knn=knn or (None, None, None),
+        random_state=seed,  # reproducible maps (umap then optimises on one thread)
+    )
+    with warnings.catch_warnings():
+        # "n_jobs overridden by random_state" and "no transform without an NNDescent index"
+        # are both expected here.
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        coords = reducer.fit_transform(x)
+    return np.asarray(coords, dtype=np.float32)
+
+
+def project(
+    method: str, x: np.ndarray, callback: Progress | None = None, seed: int = 0
+) -> np.ndarray:
+    """(N, 2) float32 coordinates of x (N, D) by ``method`` (one of METHODS)."""
+    if method == "pca":
+        out = pca(x, 2, seed)
+        if out.shape[1] < 2:  # one feature: put the points on a line
+            out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+        return out
+    if method == "tsne":
+        return tsne(x, callback, seed)
+    if method == "umap":
+        return umap(x, seed)
+    raise ValueError(f"unknown projection {method!r}; choose from {', '.join(METHODS)}")
+
+
+# -- cache ---------------------------------------------------------------------------------
+_SOURCE = re.compile(r"^[0-9a-z][0-9a-z-]{0,63}$")  # a run id, or "pixels-<data identity>"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    source: str  # a run id, or "pixels-<first 16 hex of the dataset identity>"
+    method: str
+    n: int  # number of points projected
+    seed: int = 0
+
+    def filename(self) -> str:
+        if not _SOURCE.match(self.source):
+            raise ValueError(f"not a feature source: {self.source!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown projection {self.method!r}")
+        # The method's parameters are part of the key: tuning them must not serve stale maps.
+        params = json.dumps(PARAMS[self.method], sort_keys=True).encode()
+        tag = hashlib.sha256(params).hexdigest()[:8]
+        return f"{self.source}-{self.method}-{int(self.n)}-{int(self.seed)}-{tag}.npy"
+
+
+def pixels_source(data_identity: str) -> str:
+    """The cache source name of raw pixels of one dataset (datasets must not share maps)."""
+    return f"pixels-{data_identity[:16]}"
+
+
+def cache_dir(root: str | Path | None = None) -> Path:
+    from core.store import Store
+
+    return Store(root).root / "embeddings"
+
+
+def load_cached(key: CacheKey, root: str | Path | None = None) -> np.ndarray | None:
+    """The cached (n, 2) projection, or None when absent or not a clean float array."""
+    path = cache_dir(root) / key.filename()
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = arr.dtype == np.float32 and arr.shape == (key.n, 2) and np.isfinite(arr).all()
+    return arr if ok else None
+
+
+def save_cached(key: CacheKey, coords: np.ndarray, root: str | Path | None = None) -> Path:
+    """Write atomically (temporary file, then one rename): readers see all of it or none."""
+    folder = cache_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / key.filename()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(coords, dtype=np.float32), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def cached_projection(
+    key: CacheKey,
+    compute: Callable[[], np.ndarray],
+    root: str | Path | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """The cached projection for ``key``, or ``compute()`` stored under it.
+
+    One process computes a key at a time (a file lock): a second asker for the same map
+    (thirty students opening the same run) waits, after ``on_wait()``, and reads the result.
+    """
+    from filelock import FileLock, Timeout
+
+    if (hit := load_cached(key, root)) is not None:
+        return hit
+    folder = cache_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / f".{key.filename()}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        if (hit := load_cached(key, root)) is not None:  # the other process finished it
+            return hit
+        coords = np.asarray(compute(), dtype=np.float32)
+        save_cached(key, coords, root)
+        return coords
+    finally:
+        lock.release()

@@ -1,0 +1,116 @@
+"""Shared fixtures: an isolated model store, a tiny trained run, and a command-line runner.
+
+Every test runs with ``CNN_CLASSROOM_STORE`` pointing at a fresh temporary folder, so nothing
+reads or writes the user's own store. Data comes from scikit-learn's digits or small slices
+of Fashion-MNIST; training runs last a few epochs on a few hundred images.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `pytest` run from elsewhere still imports core and ui
+    sys.path.insert(0, str(ROOT))
+
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+
+# A run that trains in well under a second: 256 digits, 2 epochs of the MLP.
+TINY = RunConfig(
+    data=DataConfig(dataset="digits", val_size=100, train_limit=256),
+    model=ModelConfig("mlp"),
+    train=TrainConfig(epochs=2, batch_size=64, lr=3e-3, schedule="constant", bf16="off"),
+)
+
+
+def fashion_available() -> bool:
+    from core.data import fashion_mnist
+
+    return fashion_mnist.find(None) is not None
+
+
+needs_fashion = pytest.mark.skipif(
+    not fashion_available(), reason="Fashion-MNIST is not installed (dataset-fashion-mnist)"
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_store(tmp_path_factory):
+    """The same isolation for session- and module-scoped fixtures (set up before the one
+    below): no fixture ever sees the user's own store."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("session-store")
+        mp.setenv("CNN_CLASSROOM_STORE", str(root))
+        mp.setenv("CNN_CLASSROOM_OFFLINE", "1")
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh, empty default store for each test (also seen by subprocesses)."""
+    root = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
+    # Never wait on a download when Fashion-MNIST is missing: fall back to digits at once.
+    monkeypatch.setenv("CNN_CLASSROOM_OFFLINE", "1")
+    return root
+
+
+@dataclass
+class TinyRun:
+    root: Path
+    run_id: str
+    meta: dict
+    cfg: RunConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """One tiny digits run trained once per session into its own store (treat as read-only:
+    copy ``root`` before changing anything)."""
+    from core.runs import Stored, train_or_load
+    from core.store import Store
+
+    root = tmp_path_factory.mktemp("tiny-store")
+    events = list(train_or_load(TINY, Store(root)))
+    stored = events[-1]
+    assert isinstance(stored, Stored) and not stored.cache_hit
+    return TinyRun(root, stored.run_id, stored.meta, TINY)
+
+
+def run_core(*args: str, timeout: float = 300, env: dict | None = None):
+    """Run ``python -m core ARGS`` from the repository root; returns the CompletedProcess.
+
+    The child sees this process's environment (the test's store) plus ``env``, and never
+    tries to download Fashion-MNIST.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "CNN_CLASSROOM_OFFLINE": "1", **(env or {})},
+    )
+
+
+@pytest.fixture
+def run_cli():
+    """``run_core`` as a fixture, so it runs after the store isolation is in place."""
+    return run_core
+
+
+def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a Python snippet in a fresh interpreter from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

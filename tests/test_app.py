@@ -1,0 +1,124 @@
+"""The Streamlit app's home page, driven headless by streamlit.testing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import streamlit as st
+from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+
+import core.data as datasets
+from core import models, presets
+from core.config import DataConfig
+
+
+def translations() -> dict:
+    table: dict = {}
+    for path in sorted((ROOT / "assets" / "i18n").glob("*.json")):
+        table |= json.loads(path.read_text())
+    return table
+
+
+I18N = translations()
+
+
+def text(key: str, lang: str = "en") -> str:
+    return I18N[key][lang]
+
+
+def run_app() -> AppTest:
+    """A new visitor's first view of the app (the home page)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> AppTest:
+    """The home page of a fresh server whose store is empty."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNN_CLASSROOM_STORE", str(tmp_path_factory.mktemp("empty-store")))
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        try:
+            return run_app()
+        finally:
+            st.cache_data.clear()
+            st.cache_resource.clear()
+
+
+@pytest.fixture(scope="module")
+def home_data():
+    return datasets.load(DataConfig())  # what the page shows: Fashion-MNIST or its fallback
+
+
+def test_home_page_shows_its_sections(home):
+    assert [t.value for t in home.title] == [text("title")]
+    assert [h.value for h in home.header] == [text("dataset"), text("models"), text("runs")]
+    subheaders = [s.value for s in home.subheader]
+    assert text("samples") in subheaders and text("presets") in subheaders
+
+
+def test_one_sample_strip_per_class(home, home_data):
+    bold = [m.value for m in home.markdown if m.value.startswith("**")]
+    labels = [m.strip("*") for m in bold if m.endswith("**")]
+    assert labels == list(home_data.classes)
+    assert len(home.get("image")) == home_data.num_classes
+    summary = " ".join(m.value for m in home.markdown)
+    assert f"{len(home_data.y_train):,}" in summary and f"{len(home_data.y_test):,}" in summary
+
+
+def test_model_table_lists_the_registry(home):
+    table = home.dataframe[0].value
+    assert list(table[text("model")]) == [e.name for e in models.list_models()]
+    assert (table[text("parameters")] > 0).all()
+
+
+def test_every_preset_has_a_button(home):
+    keys = {b.key for b in home.button}
+    assert {f"preset_{name}" for name in presets.PRESETS} <= keys
+    page = " ".join(m.value for m in home.markdown)
+    for name in presets.PRESETS:
+        assert f"**{name}**" in page
+
+
+def test_empty_store_has_no_runs_table(home):
+    assert len(home.info) == 1
+    assert len(home.dataframe) == 1  # the model table only
+
+
+def test_spanish():
+    at = run_app()
+    at.sidebar.radio[0].set_value("es").run()
+    assert not at.exception
+    headers = [h.value for h in at.header]
+    assert headers == [text("dataset", "es"), text("models", "es"), text("runs", "es")]
+    assert "El conjunto de datos" in headers
+    assert [t.value for t in at.title] == [text("title", "es")]
+    # The choice belongs to that session: a new visitor still gets English.
+    assert run_app().header[0].value == "The dataset"
+
+
+def test_runs_table_shows_a_stored_run(tiny_run, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_run.root, store)
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(store))
+    st.cache_data.clear()  # a server started with this store
+    st.cache_resource.clear()
+    try:
+        at = run_app()
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+    assert not at.info
+    runs = at.dataframe[-1].value
+    assert list(runs["run"]) == [tiny_run.run_id[:8]]
+    assert list(runs[text("model")]) == ["mlp"]
+    assert runs[text("accuracy")].iloc[0] == pytest.approx(
+        tiny_run.meta["test"]["accuracy"], abs=1e-4
+    )
+    assert runs[text("epochs")].iloc[0] == 2

@@ -1,0 +1,177 @@
+"""The model registry and every registered architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import UserError, models
+from core.config import ModelConfig
+from core.models import base, cnn
+from core.models.base import InputSpec
+
+NAMES = [e.name for e in models.list_models()]
+SPECS = {
+    "gray28x10": InputSpec(),
+    "rgb64x5": InputSpec(channels=3, size=64, num_classes=5, mean=(0.5,) * 3, std=(0.5,) * 3),
+}
+
+
+def build(name: str, spec: InputSpec | None = None, **options) -> base.Classifier:
+    torch.manual_seed(0)
+    return models.build(ModelConfig(name, **options), spec or InputSpec())
+
+
+def layers(model: nn.Module, kind: type) -> list:
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def test_registry_holds_the_documented_models():
+    assert {"mlp", "cnn_bn", "cnn_small", "fast"} <= set(NAMES)
+    assert sorted(NAMES) == NAMES
+
+
+@pytest.mark.parametrize("spec_id", SPECS)
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_features_and_gradients(name, spec_id):
+    spec = SPECS[spec_id]
+    model = build(name, spec).train()
+    x = torch.rand(4, spec.channels, spec.size, spec.size)
+    logits = model(x)
+    features = model.features(x)
+    assert logits.shape == (4, spec.num_classes)
+    assert features.ndim == 2 and features.shape[0] == 4
+    assert torch.isfinite(logits).all() and torch.isfinite(features).all()
+    # The head reads exactly the embedding that features() returns.
+    head_in = layers(model.head, nn.Linear)[0].in_features
+    assert features.shape[1] == head_in
+
+    F.cross_entropy(logits, torch.arange(4) % spec.num_classes).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_mode_is_deterministic_and_normalisation_travels_with_weights(name):
+    model = build(name).eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model(x), model(x))
+    state = model.state_dict()
+    assert "mean" in state and "std" in state  # buffers: a stored model needs nothing else
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(UserError) as err:
+        models.get("resnet9000")
+    message = str(err.value)
+    assert "resnet9000" in message
+    for name in NAMES:
+        assert name in message
+    with pytest.raises(UserError):
+        models.build(ModelConfig("resnet9000"), InputSpec())
+
+
+def test_registering_a_name_twice_raises(monkeypatch):
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # leave the real one alone
+
+    def factory(spec):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="mlp"):
+        models.register("mlp", "a second mlp")(factory)
+    models.register("toy", "a toy")(factory)
+    with pytest.raises(ValueError, match="toy"):
+        models.register("toy", "the same toy again")(factory)
+    assert models._REGISTRY["mlp"].factory is not factory
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_factory_names_its_paper(name):
+    entry = models.get(name)
+    doc = (entry.factory.__doc__ or "").lower()
+    assert "seed" in doc, f"{name}'s docstring names no seed paper (or says 'no seed')"
+    assert entry.summary.strip()
+
+
+def test_cnn_bn_matches_seed_000():
+    model = build("cnn_bn")
+    convs = layers(model, nn.Conv2d)
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 12, (3, 3), (1, 1)),
+        (12, 24, (3, 3), (0, 0)),
+    ]
+    assert [bn.num_features for bn in layers(model, nn.BatchNorm2d)] == [12, 24]
+    pools = [m for m in model.modules() if "maxpool" in type(m).__name__.lower()]
+    assert len(pools) == 2
+    linears = layers(model, nn.Linear)
+    assert [(m.in_features, m.out_features) for m in linears] == [(864, 600), (600, 100), (100, 10)]
+    dropouts = layers(model, nn.Dropout)
+    assert dropouts and all(d.p == 0.4 for d in dropouts)
+
+
+def test_cnn_small_matches_seed_002_and_hidden_is_configurable():
+    def dense(model):
+        return [(m.in_features, m.out_features) for m in layers(model, nn.Linear)]
+
+    assert dense(build("cnn_small")) == [(1600, 50), (50, 50), (50, 10)]
+    assert dense(build("cnn_small", hidden=(100,))) == [(1600, 100), (100, 10)]
+    assert dense(build("cnn_small", hidden=(75, 75, 75))) == [
+        (1600, 75),
+        (75, 75),
+        (75, 75),
+        (75, 10),
+    ]
+    assert [c.out_channels for c in layers(build("cnn_small"), nn.Conv2d)] == [32, 64]
+    assert layers(build("cnn_small"), nn.Dropout)[0].p == 0.5
+
+
+def test_model_options_override_the_defaults():
+    assert [m.p for m in layers(build("mlp"), nn.Dropout)] == [0.2]
+    assert [m.p for m in layers(build("mlp", dropout=0.1), nn.Dropout)] == [0.1]
+    assert layers(build("mlp"), nn.Linear)[0].out_features == 256
+    assert [c.out_channels for c in layers(build("fast", width=8), nn.Conv2d)] == [8, 16]
+    assert [c.out_channels for c in layers(build("fast"), nn.Conv2d)] == [32, 64]
+
+
+def test_pool_before_relu_equals_relu_before_pool():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 10, 10)
+    pool_first = nn.Sequential(nn.MaxPool2d(2), nn.ReLU())
+    relu_first = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    assert torch.equal(pool_first(x), relu_first(x))
+
+
+@pytest.mark.parametrize("side", [12, 11])
+def test_conv_block_equals_conv_bn_relu_then_max_pool(side):
+    """The blocks the CNNs use give the textbook conv -> BN -> ReLU -> pool result."""
+    torch.manual_seed(0)
+    block = nn.Sequential(*cnn.conv_block(2, 5, padding=1, batchnorm=True)).eval()
+    conv, bn = block[0], block[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 2, side, side)
+    expected = F.max_pool2d(F.relu(bn(conv(x))), 2)
+    torch.testing.assert_close(block(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not hasattr(base, "MaxPool2x2"), reason="no custom pooling in this version")
+@pytest.mark.parametrize("side", [8, 9])
+@pytest.mark.parametrize("ties", [False, True])
+def test_custom_max_pool_matches_torch_values_and_gradients(side, ties):
+    torch.manual_seed(0)
+    shape = (2, 3, side, side)
+    data = torch.randint(0, 3, shape).float() if ties else torch.randn(shape)
+    x1 = data.clone().requires_grad_(True)
+    x2 = data.clone().requires_grad_(True)
+    y1 = base.MaxPool2x2()(x1)
+    y2 = F.max_pool2d(x2, 2)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    grad = torch.randn_like(y2)
+    y1.backward(grad)
+    y2.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=0)
