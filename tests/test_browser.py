@@ -127,6 +127,10 @@ def test_train_then_click_a_confusion_cell(server, browser):
     assert "job=" in page.url  # the run can be reattached from the URL
     assert_clean(page, errors)
     print(f"first live curve after {first_plot:.1f} s")
+    # A refresh is a new session: the job id and the private token in the URL reattach it.
+    page.reload()
+    page.get_by_text("Finished and saved").wait_for(timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # with its curves
 
     page.goto(f"{server}/evaluate")
     page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=60_000)
@@ -142,8 +146,35 @@ def test_train_then_click_a_confusion_cell(server, browser):
     text = caption.inner_text()
     count = int(re.match(r"\s*(\d+)", text).group(1))
     assert re.search(r"of 3 predicted as 3", text), text
-    # Exactly that cell: as many images as the matrix says, up to the gallery's limit.
-    assert count > 0
-    shown = page.locator("[data-testid=stImage]").count()
-    assert shown >= min(count, 48)
+    # Exactly that cell: as many images as the matrix shows in it (the gallery shows up to 48).
+    matrix_text = page.locator(".js-plotly-plot .scatterlayer .trace").last.locator("text")
+    assert int(matrix_text.nth(cell).text_content()) == count > 0
+    gallery = page.locator("[data-testid=stImage]").count()
+    assert gallery >= min(count, 48)
+    assert_clean(page, errors)
+
+
+def test_a_running_job_survives_leaving_and_refreshing(server, browser):
+    page, errors = open_page(browser, f"{server}/train")
+    choose(page, "Dataset", "digits")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("150")  # long enough to still be running after we come back
+    epochs.press("Enter")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text(re.compile(r"images/s")).first.wait_for(timeout=60_000)
+    job_url = page.url
+    page.get_by_role("link", name="Home").click()  # leave...
+    page.get_by_role("heading", name="The dataset").wait_for(timeout=30_000)
+    page.get_by_role("link", name="Train").click()  # ...and come back: still running
+    progress = page.get_by_text(re.compile(r"epoch (\d+)/150"))
+    progress.first.wait_for(timeout=30_000)
+    epoch_before = int(re.search(r"epoch (\d+)/150", progress.first.inner_text()).group(1))
+    page.goto(job_url)  # a refresh from the URL reattaches too
+    progress = page.get_by_text(re.compile(r"epoch (\d+)/150"))
+    progress.first.wait_for(timeout=30_000)
+    page.wait_for_timeout(2500)
+    epoch_after = int(re.search(r"epoch (\d+)/150", progress.first.inner_text()).group(1))
+    assert epoch_after >= epoch_before  # the same run, still going
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.get_by_text(re.compile("Stopped")).wait_for(timeout=30_000)
     assert_clean(page, errors)
