@@ -18,6 +18,7 @@ PAGES = [
     ("train", ":material/model_training:"),
     ("evaluate", ":material/fact_check:"),
     ("compare", ":material/compare_arrows:"),
+    ("embeddings", ":material/scatter_plot:"),
     ("inside", ":material/layers:"),
 ]
 

@@ -312,3 +312,18 @@ def cached_projection(
         return coords
     finally:
         lock.release()
+
+
+def precompute(model, data, run_id: str, root: str | Path | None = None,
+               methods: tuple[str, ...] = ("tsne",), seed: int = 0) -> None:  # fmt: skip
+    """Project a freshly stored run's test-set features now, so its first map is a cache hit.
+
+    The job queue calls this right after saving a run, on the same worker thread: the
+    embedding work never competes with a training run for the cores.
+    """
+    x = None
+    for method in methods:
+        key = CacheKey(run_id, method, len(data.y_test), seed)
+        if load_cached(key, root) is None:
+            x = features(model, data.x_test) if x is None else x
+            cached_projection(key, lambda x=x, method=method: project(method, x, seed=seed), root)

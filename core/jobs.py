@@ -9,6 +9,7 @@ browser's private token): listings show only the owner's jobs.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -65,12 +66,16 @@ class Job:
 class JobQueue:
     """Runs jobs on ``slots`` worker threads (default: one; a run already uses every core)."""
 
-    def __init__(self, store: Store | None = None, slots: int = 1, keep: int = 200):
+    def __init__(
+        self, store: Store | None = None, slots: int = 1, keep: int = 200,
+        precompute_maps: bool = True,
+    ):  # fmt: skip
         self.store = store or Store()
+        self.precompute_maps = precompute_maps  # t-SNE of each new run's test features
         self.slots = max(1, slots)
         self.keep = keep  # finished jobs remembered (oldest forgotten first)
         self._jobs: dict[str, Job] = {}
-        self._pending: queue.Queue[Job] = queue.Queue()
+        self._pending: queue.Queue[Job | None] = queue.Queue()
         self._order: list[str] = []  # queued job ids, in submission order
         self._lock = threading.Lock()
         self._workers = [
@@ -79,6 +84,9 @@ class JobQueue:
         ]
         for w in self._workers:
             w.start()
+        # A worker still inside torch when the interpreter exits aborts the process
+        # ("terminate called without an active exception"): stop and join them first.
+        atexit.register(self.shutdown)
 
     # -- the pages' side -------------------------------------------------------------------
     def submit(self, cfg: RunConfig, owner: str) -> Job:
@@ -117,10 +125,21 @@ class JobQueue:
         job.stop.set()
         return True
 
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop every job (running ones at their next batch) and wait for the workers."""
+        for job in list(self._jobs.values()):
+            job.stop.set()
+        for _ in self._workers:
+            self._pending.put(None)
+        for w in self._workers:
+            w.join(timeout)
+
     # -- the workers' side -----------------------------------------------------------------
     def _work(self) -> None:
         while True:
             job = self._pending.get()
+            if job is None:  # shutdown
+                return
             with self._lock:
                 if job.id in self._order:
                     self._order.remove(job.id)
@@ -165,8 +184,22 @@ class JobQueue:
                 job.run_id, job.cache_hit = event.run_id, event.cache_hit
                 job.history = {k: list(v) for k, v in event.meta["history"].items()}
                 self._finish(job, "done", "")
+                if not event.cache_hit and self.precompute_maps:
+                    self._precompute_maps(job, event)
                 return
             job.version += 1
+
+    def _precompute_maps(self, job: Job, stored) -> None:
+        """The new run's t-SNE map, now, on this worker: the Embeddings page then opens it
+        from the cache, and the work never shares the cores with another training run."""
+        from core import data as datasets
+        from core import embed
+
+        try:
+            embed.precompute(stored.model, datasets.load(job.cfg.data), stored.run_id,
+                             self.store.root)  # fmt: skip
+        except Exception:  # noqa: BLE001 - a map that fails now is computed on demand later
+            traceback.print_exc()
 
     @staticmethod
     def _append(job: Job, key: str, value) -> None:

@@ -27,8 +27,7 @@ def fresh_server():
     yield
     from ui.state import jobs
 
-    for job in list(jobs()._jobs.values()):  # stop what is still queued or running
-        job.stop.set()
+    jobs().shutdown()  # stop what is still queued or running, and wait for the worker
     st.cache_data.clear()
     st.cache_resource.clear()
 
