@@ -97,9 +97,21 @@ def conv_out(size: int, kernel: int, padding: int, pool: bool) -> int:
     return size // 2 if pool else size
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with its keep-mask drawn by ``torch.rand``: the same Bernoulli(1 - p)
+    mask and scaling, but on CPUs ``bernoulli_`` took three times as long (6% of cnn_bn's
+    training step)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # float32 draws: exact p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 def dense_stack(sizes: list[int], dropout: float) -> nn.Sequential:
     """Linear -> ReLU -> Dropout for each consecutive pair of sizes."""
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
-        layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True), Dropout(dropout)]
     return nn.Sequential(*layers)

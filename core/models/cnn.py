@@ -5,7 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from core.models import register
-from core.models.base import Classifier, InputSpec, MaxPool2x2, conv_out, dense_stack
+from core.models.base import (
+    Classifier,
+    Dropout,
+    InputSpec,
+    MaxPool2x2,
+    conv_out,
+    dense_stack,
+)
 
 
 def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.Module]:
@@ -63,7 +70,7 @@ def cnn_small(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Class
     body = nn.Sequential(
         *conv_block(spec.channels, 32, padding=0, batchnorm=False),
         *conv_block(32, 64, padding=0, batchnorm=False),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Flatten(),
         # Keras puts no dropout between its dense layers.
         dense_stack([64 * side * side, *hidden], 0.0),
