@@ -135,7 +135,23 @@ class JobQueue:
             w.join(timeout)
 
     # -- the workers' side -----------------------------------------------------------------
+    @staticmethod
+    def _warm_up() -> None:
+        """Pay one-off start-up costs before the first student presses Start: importing
+        torch and the trainer, torch's first optimizer (it imports torch._dynamo, about a
+        second), and loading the default dataset with its normalisation. Without this the
+        first run of a server shows its first curve seconds late."""
+        import torch
+
+        import core.train  # noqa: F401
+        from core import data as datasets
+        from core.config import DataConfig
+
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
+        datasets.load(DataConfig()).mean_std()
+
     def _work(self) -> None:
+        self._warm_up()
         while True:
             job = self._pending.get()
             if job is None:  # shutdown

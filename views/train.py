@@ -113,9 +113,9 @@ def _batches_per_epoch(history: dict) -> int | None:
     return steps[-1] // epochs[-1] if steps and epochs else None
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=0.5)
 def live_view(job_id: str) -> None:
-    """Redrawn every second from the job's snapshot; the page itself never trains."""
+    """Redrawn twice a second from the job's snapshot; the page itself never trains."""
     job = jobs().get(job_id, user())
     if job is None:
         st.warning(t("tr_job_gone"))
@@ -139,7 +139,9 @@ def live_view(job_id: str) -> None:
         st.error(t("tr_diverged", why=snap["message"]))
     elif state in ("stopped", "failed"):
         st.warning(t(f"tr_{state}", why=snap["message"]))
-    if state not in ("queued", "waiting") and snap["history"]:
+    if state not in ("diverged", "failed") or snap["history"]:
+        # Drawn from the start (empty axes while queued): the chart is in place, and its
+        # first points appear in the same spot as soon as the run reports them.
         batches = progress.get("batches") or _batches_per_epoch(snap["history"])
         st.plotly_chart(curves(snap["history"], batches), key=f"live_{job_id}")
     if job.is_final and not st.session_state.get(f"final_{job_id}"):
@@ -185,6 +187,9 @@ def main() -> None:
         stored_view(st.session_state.stored)
     elif job is not None:
         live_view(job.id)
+    else:  # the empty chart: its curves will grow here (and the chart code is loaded now)
+        st.caption(t("tr_curves_here"))
+        st.plotly_chart(curves({}), key="empty_curves")
     my_jobs_ui()
 
 
