@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="folder with Fashion-MNIST's *-ubyte.gz files")
     t.add_argument("--val-size", type=int, help="validation images held out of training")
     t.add_argument("--train-limit", type=int, help="train on the first N images only")
+    t.add_argument("--image-size", type=int, help="resize images to N x N pixels")
     for name, kind in TRAIN_FLAGS.items():
         t.add_argument("--" + name.replace("_", "-"), type=kind, help=f"TrainConfig.{name}")
     t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
@@ -110,7 +111,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
-    data = {k: getattr(args, k) for k in ("dataset", "data_dir", "val_size", "train_limit")}
+    data = {k: getattr(args, k)
+            for k in ("dataset", "data_dir", "val_size", "train_limit", "image_size")}  # fmt: skip
     train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
     model = {k: getattr(args, k) for k in ("hidden", "dropout", "width")}
     return RunConfig(

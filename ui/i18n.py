@@ -54,5 +54,7 @@ def language_picker() -> None:
         st.session_state.lang = st.query_params.get("lang", "en")
         if st.session_state.lang not in LANGUAGES:
             st.session_state.lang = "en"
-    st.sidebar.radio("🌐", list(LANGUAGES), format_func=LANGUAGES.get, key="lang", horizontal=True)
+    st.sidebar.radio(
+        "Language · Idioma", list(LANGUAGES), format_func=LANGUAGES.get, key="lang", horizontal=True
+    )
     st.query_params["lang"] = st.session_state.lang
