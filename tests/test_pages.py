@@ -1,0 +1,93 @@
+"""Evaluate and Compare, headless (streamlit.testing), on a store with two tiny runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import streamlit as st
+from conftest import ROOT, TINY
+from streamlit.testing.v1 import AppTest
+
+from core import metrics
+from core.runs import train_or_load
+from core.store import Store
+
+EVALUATE = str(ROOT / "views" / "evaluate.py")
+COMPARE = str(ROOT / "views" / "compare.py")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A store holding TINY and the same run with another seed."""
+    root = tmp_path_factory.mktemp("pages-store")
+    other = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, seed=1))
+    metas = [list(train_or_load(cfg, Store(root)))[-1].meta for cfg in (TINY, other)]
+    return root, metas
+
+
+@pytest.fixture
+def store_env(two_runs, monkeypatch):
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(two_runs[0]))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield two_runs[1]
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_evaluate_shows_the_report_and_gallery(store_env):
+    at = AppTest.from_file(EVALUATE, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    meta = next(m for m in store_env if m["run_id"] == at.selectbox[0].value)
+    assert [m.value for m in at.metric][:1] == [f"{meta['test']['accuracy']:.4f}"]
+    report = at.dataframe[0].value
+    assert len(report) == len(meta["classes"]) + 2  # classes, macro and weighted averages
+    assert len(at.get("plotly_chart")) >= 2  # curves and the confusion matrix
+    assert len(at.get("imgs")) + len(at.get("image")) > 0  # the predictions gallery
+
+
+def test_evaluate_cell_selection_shows_that_cell(store_env):
+    """What a click on a cell does: the gallery lists exactly that (true, predicted) pair."""
+    from core import data as datasets
+    from core.config import DataConfig
+    from core.train import predict_proba
+
+    meta = store_env[0]
+    model, _ = Store().load_model(meta["run_id"])
+    data = datasets.load(DataConfig(**meta["config"]["data"]))
+    y_pred = predict_proba(model, data.x_test).argmax(1)
+    cm = np.array(meta["test"]["confusion_matrix"])
+    for true, pred in [(0, 0), (3, 8), (9, 9)]:
+        idx = metrics.pair_indices(data.y_test, y_pred, true, pred)
+        assert len(idx) == cm[true, pred]
+        assert (data.y_test[idx] == true).all() and (y_pred[idx] == pred).all()
+
+
+def test_compare_puts_runs_side_by_side(store_env):
+    at = AppTest.from_file(COMPARE, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert table.shape[1] == 2  # two runs (digits: no paper column)
+    accuracies = sorted(float(v) for v in table.iloc[0])
+    assert accuracies == sorted(m["test"]["accuracy"] for m in store_env)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_compare_in_spanish(store_env):
+    at = AppTest.from_file(COMPARE, default_timeout=120)
+    at.session_state["lang"] = "es"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Compara entrenamientos"
+
+
+def test_evaluate_and_compare_with_an_empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    for page in (EVALUATE, COMPARE):
+        at = AppTest.from_file(page, default_timeout=120).run()
+        assert not at.exception
+        assert at.info, page  # says how to get runs, no traceback
