@@ -86,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--store", help="model store folder (default: the user cache)")
     t.add_argument("--json", help="write the result as JSON to this file")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-map", action="store_true",
+                   help="skip the test set's t-SNE map (the Embeddings page's)")  # fmt: skip
 
     b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -214,6 +216,8 @@ def cmd_train(args) -> int:
         return 1
     meta = result.meta
     print(f"run {result.run_id}: " + ("cache hit" if result.cache_hit else "trained and stored"))
+    if not result.cache_hit and not args.no_map:
+        _precompute_map(cfg, result, args.store)
     print(f"{meta['model']} on {meta['dataset']['name']}, test set of {meta['test']['support']}")
     print(format_report(meta))
     if line := paper_line(meta["model"], meta["config"]["data"]["dataset"]):
@@ -233,6 +237,20 @@ def cmd_train(args) -> int:
         },
     )
     return 0
+
+
+def _precompute_map(cfg, result, store_dir) -> None:
+    """The new run's t-SNE map, so the Embeddings page opens it from the cache."""
+    from core import data as datasets
+    from core import embed
+    from core.runs import resolve
+    from core.store import Store
+
+    started = time.perf_counter()
+    data = datasets.load(resolve(cfg)[0].data)
+    embed.precompute(result.model, data, result.run_id, Store(store_dir).root)
+    seconds = time.perf_counter() - started
+    print(f"t-SNE map of the test set for the Embeddings page: {seconds:.1f} s", file=sys.stderr)
 
 
 def _progress(bar, event):
