@@ -237,7 +237,7 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
             run_loss += value * n
             run_correct += (logits.argmax(1) == yb).sum()
             run_count += n
-            if b % log_every == 0 or b == steps_per_epoch or step == 1:  # 1: show life at once
+            if b % log_every == 0 or b == steps_per_epoch or step <= 2:  # a line at once
                 correct = int(run_correct.item())
                 speed = seen / (train_seconds + time.perf_counter() - epoch_start)
                 remaining = (t.epochs * steps_per_epoch - step) * t.batch_size
