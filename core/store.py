@@ -174,8 +174,12 @@ class Store:
         return meta
 
     def delete(self, run_id: str) -> None:
+        """Remove a run and what was derived from it (its cached embedding maps)."""
         if self.path(run_id).exists():
             self._discard(self.path(run_id))
+        for derived in (self.root / "embeddings").glob(f"*{run_id}-*"):
+            with contextlib.suppress(OSError):
+                derived.unlink()
 
     def clean(self, older_than: float = 3600.0) -> None:
         """Remove temporary folders left by processes killed while saving."""

@@ -405,3 +405,17 @@ def test_default_store_follows_the_environment(isolated_store):
         )
     )
     assert (isolated_store / "runs" / events[-1].run_id / META).is_file()
+
+
+def test_delete_removes_the_runs_cached_maps(tmp_path):
+    import numpy as np
+
+    from core import embed
+
+    store = Store(tmp_path)
+    keep, gone = "a" * 20, "b" * 20
+    for run_id in (keep, gone):
+        embed.save_cached(embed.CacheKey(run_id, "pca", 3), np.zeros((3, 2), np.float32), tmp_path)
+    store.delete(gone)
+    left = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
+    assert left and all(name.startswith(keep) for name in left)
