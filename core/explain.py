@@ -20,36 +20,27 @@ passes hold one lock so two sessions never see each other's activations.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
-import re
 import threading
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from core import UserError
-
-MAX_PIXELS = 40_000_000  # larger images are refused before any pixel is decoded
-UPLOAD_FORMATS = ("PNG", "JPEG")  # Pillow format names an upload may have
+# The user-image guards live in core.preprocess; re-exported for the pages and tests.
+from core.preprocess import (  # noqa: F401
+    MAX_PIXELS,
+    UPLOAD_FORMATS,
+    ImageTooLarge,
+    UnreadableImage,
+    open_image,
+    to_model_input,
+)
 
 _LOCK = threading.RLock()
-
-
-class ImageTooLarge(UserError):
-    def __init__(self, pixels: int | None):
-        self.pixels = pixels  # None when the header's size is not known
-        size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels"
-        super().__init__(f"the image has {size}; the limit is {MAX_PIXELS / 1e6:.0f} megapixels")
-
-
-class UnreadableImage(UserError):
-    def __init__(self):
-        super().__init__(f"not a readable image ({' or '.join(UPLOAD_FORMATS)})")
 
 
 # -- layers and filters --------------------------------------------------------------------
@@ -291,72 +282,3 @@ def overlay(picture: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.nda
     index = np.round(np.clip(np.nan_to_num(heat), 0, 1) * 255).astype(np.intp)
     blend = (1 - alpha) * rgb + alpha * _JET_LUT[index]
     return np.round(blend * 255).astype(np.uint8)
-
-
-# -- user images ---------------------------------------------------------------------------
-# Minimal on purpose: core/preprocess.py (issue 4) adds inverting, cropping and centring.
-
-
-def open_image(data: bytes, formats: tuple[str, ...] = UPLOAD_FORMATS) -> Image.Image:
-    """Bytes of an uploaded file -> a lazily opened PIL image (nothing decoded yet).
-
-    Raises UnreadableImage for anything that is not one of ``formats`` (by content, not by
-    name), ImageTooLarge above MAX_PIXELS (judged from the header).
-    """
-    try:
-        image = Image.open(io.BytesIO(data), formats=list(formats))
-    except Image.DecompressionBombError as e:  # Pillow's own cap (higher than ours)
-        raise ImageTooLarge(_bomb_pixels(e)) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
-        raise UnreadableImage() from None
-    _check_pixels(image)
-    return image
-
-
-def _bomb_pixels(error: Exception) -> int | None:
-    """The pixel count in Pillow's DecompressionBombError message, if it names one."""
-    found = re.search(r"\((\d+) pixels\)", str(error))
-    return int(found.group(1)) if found else None
-
-
-def _check_pixels(image: Image.Image) -> None:
-    if image.width * image.height > MAX_PIXELS:
-        raise ImageTooLarge(image.width * image.height)
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """Any mode -> "L" or "RGB": 16-bit grey scaled to 8 bits, transparency composited over
-    black (the datasets' background), CMYK, palette and 1-bit converted."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        a = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0  # 16-bit data, or 8-bit in a wide mode
-        return Image.fromarray(np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return image
-
-
-def to_model_input(image: Image.Image, channels: int, size: int) -> torch.Tensor:
-    """A PIL image -> float32 (1, channels, size, size) in [0, 1], what ``model(x)`` expects.
-
-    EXIF orientation is applied, the image is converted to grey ("L", channels=1) or "RGB"
-    (channels=3) and resized bilinearly to size x size (no crop: the aspect ratio is not
-    kept). Raises ImageTooLarge above MAX_PIXELS before decoding, UnreadableImage when the
-    pixels cannot be decoded (truncated or corrupt files).
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, not {channels}")
-    _check_pixels(image)
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        image.draft(mode, (size, size))  # JPEG: decode at a reduced scale (never below size)
-        image = _flatten(ImageOps.exif_transpose(image)).convert(mode)
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        pixels = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(_bomb_pixels(e)) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
-        raise UnreadableImage() from None
-    x = torch.from_numpy(pixels.reshape(size, size, channels).transpose(2, 0, 1).copy())
-    return x[None]

@@ -347,7 +347,9 @@ def test_huge_images_are_refused_from_their_header(side, pixels):
 
 
 def test_the_pixel_cap_applies_to_any_pil_image(monkeypatch):
-    monkeypatch.setattr(explain, "MAX_PIXELS", 100)
+    from core import preprocess
+
+    monkeypatch.setattr(preprocess, "MAX_PIXELS", 100)  # where the guards live
     with pytest.raises(explain.ImageTooLarge):
         explain.to_model_input(Image.new("L", (11, 10)), 1, 28)
     with pytest.raises(explain.ImageTooLarge):

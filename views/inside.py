@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import UserError, explain
+from core import UserError, explain, preprocess
 from core.config import from_dict
 from ui.i18n import class_name, t
 from ui.state import dataset, run_label, store, stored_runs
@@ -89,8 +89,11 @@ def upload_ui(meta: dict):
         st.info(t("ins_upload_prompt"))
         return None
     try:
-        image = explain.open_image(file.getvalue())
-        return explain.to_model_input(image, spec["channels"], spec["size"])
+        image = preprocess.open_image(file.getvalue())
+        # Framed like the dataset: inverted if dark on light, cropped, centred (core.preprocess).
+        return preprocess.prepare(image, spec["channels"], spec["size"])
+    except preprocess.BlankImage:
+        st.error(t("ins_blank"))
     except explain.ImageTooLarge as e:
         size = f"{e.pixels / 1e6:.0f}" if e.pixels else "?"
         st.error(t("ins_too_large", size=size, limit=f"{explain.MAX_PIXELS / 1e6:.0f}"))
