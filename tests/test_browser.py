@@ -149,8 +149,11 @@ def test_train_then_click_a_confusion_cell(server, browser):
     # Exactly that cell: as many images as the matrix shows in it (the gallery shows up to 48).
     matrix_text = page.locator(".js-plotly-plot .scatterlayer .trace").last.locator("text")
     assert int(matrix_text.nth(cell).text_content()) == count > 0
-    gallery = page.locator("[data-testid=stImage]").count()
-    assert gallery >= min(count, 48)
+    # The gallery's images arrive just after its caption: wait for them to be drawn.
+    page.wait_for_function(
+        f"document.querySelectorAll('[data-testid=stImage]').length >= {min(count, 48)}",
+        timeout=30_000,
+    )
     assert_clean(page, errors)
 
 

@@ -33,12 +33,12 @@ def fresh_server():
 
 
 def start_digits_run(seed: int) -> AppTest:
-    """One student: opens Train, picks digits, their own seed, presses Start. 50 epochs of
+    """One student: opens Train, picks digits, their own seed, presses Start. 200 epochs of
     cnn_bn keep the one worker busy for the whole test (the fixture stops every run)."""
     at = AppTest.from_file(TRAIN, default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     at.selectbox(key="—_dataset").set_value("digits")
-    at.number_input(key="—_epochs").set_value(50)
+    at.number_input(key="—_epochs").set_value(200)
     at.number_input(key="—_seed").set_value(seed)
     at.run()
     next(b for b in at.button if b.label == "Start").click().run()
