@@ -43,10 +43,11 @@ def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("browser-store")
     port = free_port()
     env = dict(os.environ, CNN_CLASSROOM_STORE=str(store), CNN_CLASSROOM_OFFLINE="1")
+    log = store / "server.log"  # a file, not a pipe: an unread pipe can block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -59,10 +60,15 @@ def server(tmp_path_factory):
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail("the Streamlit server did not start: " + proc.stderr.read().decode()[-2000:])
+        pytest.fail("the Streamlit server did not start: " + log.read_text()[-2000:])
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.terminate()  # the server stops its jobs and joins its worker on the way out
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the server did not stop within 60 s: " + log.read_text()[-2000:])
 
 
 @pytest.fixture(scope="module")
