@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from core.config import RunConfig, to_dict
 
@@ -206,4 +206,4 @@ class Store:
                 os.close(fd)
 
 
-__all__ = ["Store", "Timeout", "code_version", "default_root", "run_key"]
+__all__ = ["Store", "code_version", "default_root", "run_key"]

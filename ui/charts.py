@@ -15,6 +15,8 @@ def curves(history: dict, batches_per_epoch: int | None = None, overfit: int | N
     underneath (x in epochs); a dashed line where validation loss starts to rise."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
     epochs = history.get("epoch", [])
+    if batches_per_epoch is None and history.get("batch_step") and epochs:
+        batches_per_epoch = history["batch_step"][-1] // epochs[-1]  # a finished run's own
     if history.get("batch_step") and batches_per_epoch:
         x = [s / batches_per_epoch for s in history["batch_step"]]
         fig.add_trace(go.Scatter(x=x, y=history["batch_loss"], name=t("ch_batch_loss"),

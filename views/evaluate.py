@@ -103,10 +103,8 @@ def main() -> None:
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
-    history = meta["history"]
-    steps, epochs = history.get("batch_step"), history.get("epoch")
-    per_epoch = steps[-1] // epochs[-1] if steps and epochs else None
-    st.plotly_chart(curves(history, per_epoch, meta.get("overfitting_epoch")), key="ev_curves")
+    st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
+                    key="ev_curves")  # fmt: skip
     if meta.get("overfitting_epoch"):
         st.caption(t("ev_overfit", epoch=meta["overfitting_epoch"]))
     left, right = st.columns([1, 1])

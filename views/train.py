@@ -103,14 +103,8 @@ def stored_view(run_id: str) -> None:
     if meta is None:
         return
     st.success(t("tr_in_store", acc=f"{meta['test']['accuracy']:.4f}"))
-    batches = len(meta["history"]["batch_step"]) and _batches_per_epoch(meta["history"])
-    st.plotly_chart(curves(meta["history"], batches, meta.get("overfitting_epoch")),
+    st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="stored_curves")  # fmt: skip
-
-
-def _batches_per_epoch(history: dict) -> int | None:
-    steps, epochs = history.get("batch_step"), history.get("epoch")
-    return steps[-1] // epochs[-1] if steps and epochs else None
 
 
 @st.fragment(run_every=0.5)
@@ -142,8 +136,7 @@ def live_view(job_id: str) -> None:
     if state not in ("diverged", "failed") or snap["history"]:
         # Drawn from the start (empty axes while queued): the chart is in place, and its
         # first points appear in the same spot as soon as the run reports them.
-        batches = progress.get("batches") or _batches_per_epoch(snap["history"])
-        st.plotly_chart(curves(snap["history"], batches), key=f"live_{job_id}")
+        st.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"live_{job_id}")
     if job.is_final and not st.session_state.get(f"final_{job_id}"):
         st.session_state[f"final_{job_id}"] = True
         st.rerun()  # once: redraw the page without the stop button
