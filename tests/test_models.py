@@ -175,3 +175,17 @@ def test_custom_max_pool_matches_torch_values_and_gradients(side, ties):
     y1.backward(grad)
     y2.backward(grad)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=0)
+
+
+def test_one_channel_batches_run_in_row_major_layout():
+    # x[idx] on a one-channel batch can come back with strides (784, 1, 28, 1), which oneDNN
+    # takes for channels-last; features() must hand the body plain NCHW strides, same values.
+    torch.manual_seed(0)
+    model = models.build(ModelConfig("cnn_bn"), InputSpec()).eval()
+    plain = torch.rand(8, 1, 28, 28)
+    odd = plain.as_strided(plain.shape, (784, 1, 28, 1))
+    assert torch.equal(odd, plain) and odd.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    model.body[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].stride()))
+    assert torch.allclose(model(odd), model(plain))
+    assert seen == [(784, 784, 28, 1)] * 2

@@ -39,11 +39,21 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B, D) penultimate embedding."""
-        return self.body((x - self.mean) / self.std)
+        return self.body(_plain_strides((x - self.mean) / self.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B, num_classes) logits."""
         return self.head(self.features(x))
+
+
+def _plain_strides(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major (NCHW) strides, without a copy when it is contiguous.
+
+    A one-channel batch gathered by index comes back with strides like (784, 1, 28, 1): also
+    "channels last", so oneDNN picks NHWC kernels for every layer after it, and on CPUs
+    BatchNorm over 12 channels in NHWC ran six times slower (cnn_bn trained 35% slower).
+    """
+    return x.reshape(-1).view(x.shape)
 
 
 class _MaxPool2x2(torch.autograd.Function):
