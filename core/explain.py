@@ -187,6 +187,24 @@ def grad_cam(model: nn.Module, image, target_class: int | None = None) -> np.nda
     Models without convolutions (mlp) have no spatial layer to weigh: they fall back to
     ``saliency``.
     """
+    return _cam(model, image, target_class, average=True)
+
+
+def hires_cam(model: nn.Module, image, target_class: int | None = None) -> np.ndarray:
+    """HiResCAM (Draelos and Carin, 2020): ReLU(sum_k dScore/dA_k * A_k), position by position,
+    on the last conv layer's activation; (H, W) in [0, 1], upsampled like ``grad_cam``.
+
+    Grad-CAM averages each map's gradient over the positions first. Behind a flatten and dense
+    layers (all our CNNs) that average mixes places the model treats differently, and the map
+    can come out all zero for a confident answer (35 of the first 200 Fashion-MNIST test
+    images with the fast preset). Without the average, the map is exactly the part of the
+    score each position contributes through the conv layer's output. Falls back to
+    ``saliency`` for models without convolutions.
+    """
+    return _cam(model, image, target_class, average=False)
+
+
+def _cam(model: nn.Module, image, target_class: int | None, average: bool) -> np.ndarray:
     if not conv_layers(model):
         return saliency(model, image, target_class)
     x = _batch(model, image)
@@ -197,7 +215,7 @@ def grad_cam(model: nn.Module, image, target_class: int | None = None) -> np.nda
         _, act = _activations(calls)[-1]  # (1, K, h, w)
         score = logits[0, _target(logits, target_class)]
         (grad,) = torch.autograd.grad(score, act)
-    weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, K, 1, 1)
+    weights = grad.mean(dim=(2, 3), keepdim=True) if average else grad  # (1, K, 1|h, 1|w)
     cam = F.relu((weights * act.detach()).sum(dim=1, keepdim=True))  # (1, 1, h, w)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return _unit(cam[0, 0])

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from core import UserError
 
 MAX_PIXELS = 40_000_000  # larger images are refused before any pixel is decoded
-UPLOAD_FORMATS = ("PNG", "JPEG")  # Pillow format names an upload may have
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # Pillow format names an upload may have
 
 
 class ImageTooLarge(UserError):
@@ -32,14 +32,16 @@ class ImageTooLarge(UserError):
 
 class UnreadableImage(UserError):
     def __init__(self):
-        super().__init__(f"not a readable image ({' or '.join(UPLOAD_FORMATS)})")
+        names = ", ".join(UPLOAD_FORMATS[:-1]) + " or " + UPLOAD_FORMATS[-1]
+        super().__init__(f"not a readable image ({names})")
 
 
 def open_image(data: bytes, formats: tuple[str, ...] = UPLOAD_FORMATS) -> Image.Image:
     """Bytes of an uploaded file -> a lazily opened PIL image (nothing decoded yet).
 
     Raises UnreadableImage for anything that is not one of ``formats`` (by content, not by
-    name), ImageTooLarge above MAX_PIXELS (judged from the header).
+    name), ImageTooLarge above MAX_PIXELS (judged from the header). Animated GIF and WEBP
+    files are read as their first frame: nothing else is ever decoded.
     """
     try:
         image = Image.open(io.BytesIO(data), formats=list(formats))

@@ -127,12 +127,16 @@ def test_uint8_and_float_inputs_agree():
 # -- Grad-CAM and saliency -----------------------------------------------------------------
 
 
-def grad_cam_oracle(model: Classifier, x: torch.Tensor, split: int, target: int) -> np.ndarray:
-    """Grad-CAM written out by hand: body[:split] ends at the last conv block's ReLU."""
+def grad_cam_oracle(
+    model: Classifier, x: torch.Tensor, split: int, target: int, average: bool = True
+) -> np.ndarray:
+    """Grad-CAM (HiResCAM when not ``average``) written out by hand: body[:split] ends at the
+    last conv block's ReLU."""
     act = model.body[:split](normalised(model, x)).detach().requires_grad_(True)
     score = model.head(model.body[split:](act))[0, target]
     (grad,) = torch.autograd.grad(score, act)
-    cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(1, keepdim=True))
+    weights = grad.mean(dim=(2, 3), keepdim=True) if average else grad
+    cam = F.relu((weights * act).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=(28, 28), mode="bilinear", align_corners=False)[0, 0]
     return (cam / cam.max()).detach().numpy() if cam.max() > 0 else np.zeros((28, 28))
 
@@ -147,6 +151,20 @@ def test_grad_cam_matches_a_hand_written_one(name, split):
             assert cam.shape == (28, 28) and cam.dtype == np.float32
             assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
             np.testing.assert_allclose(cam, grad_cam_oracle(model, x, split, target), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "split"), [("cnn_bn", 8), ("fast", 6)])
+def test_hires_cam_matches_a_hand_written_one(name, split):
+    model = build(name)
+    for seed in range(3):
+        x = image(seed)
+        for target in (0, 7):
+            cam = explain.hires_cam(model, x, target)
+            assert cam.shape == (28, 28) and cam.min() >= 0 and cam.max() <= 1
+            oracle = grad_cam_oracle(model, x, split, target, average=False)
+            np.testing.assert_allclose(cam, oracle, atol=1e-5)
+    mlp = build("mlp")  # no conv layer: pixel saliency, as grad_cam does
+    np.testing.assert_array_equal(explain.hires_cam(mlp, image()), explain.saliency(mlp, image()))
 
 
 def test_grad_cam_defaults_to_the_predicted_class_and_checks_the_class():
@@ -360,9 +378,9 @@ def test_the_pixel_cap_applies_to_any_pil_image(monkeypatch):
 def test_unreadable_files_say_so():
     noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
     good = png(Image.fromarray(noise))
-    gif = io.BytesIO()
-    Image.new("L", (8, 8)).save(gif, "GIF")
-    for data in (b"", b"random bytes" * 50, b"%PDF-1.4\n" + b"0" * 200, gif.getvalue()):
+    tiff = io.BytesIO()  # a real image, in a format outside the allow-list
+    Image.new("L", (8, 8)).save(tiff, "TIFF")
+    for data in (b"", b"random bytes" * 50, b"%PDF-1.4\n" + b"0" * 200, tiff.getvalue()):
         with pytest.raises(explain.UnreadableImage):
             explain.open_image(data)
     truncated = explain.open_image(good[: len(good) // 2])  # the header is intact

@@ -2,37 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
-
 import streamlit as st
 
-LANGUAGES = {"en": "English", "es": "Español"}
-CLASS_NAMES_ES = {
-    "T-shirt/top": "Camiseta/top",
-    "Trouser": "Pantalón",
-    "Pullover": "Jersey",
-    "Dress": "Vestido",
-    "Coat": "Abrigo",
-    "Sandal": "Sandalia",
-    "Shirt": "Camisa",
-    "Sneaker": "Zapatilla",
-    "Bag": "Bolso",
-    "Ankle boot": "Botín",
-}
-
-
-@functools.cache
-def _table() -> dict:
-    """Every assets/i18n/*.json merged (one file per page; keys must not repeat)."""
-    table: dict = {}
-    for path in sorted((Path(__file__).parent.parent / "assets" / "i18n").glob("*.json")):
-        part = json.loads(path.read_text())
-        if repeated := table.keys() & part.keys():
-            raise ValueError(f"{path.name} repeats translation keys: {sorted(repeated)}")
-        table |= part
-    return table
+from ui import text as _text
+from ui.text import LANGUAGES
 
 
 def lang() -> str:
@@ -40,12 +13,11 @@ def lang() -> str:
 
 
 def t(key: str, **values) -> str:
-    text = _table()[key][lang()]
-    return text.format(**values) if values else text
+    return _text.text(key, lang(), **values)
 
 
 def class_name(name: str) -> str:
-    return CLASS_NAMES_ES.get(name, name) if lang() == "es" else name
+    return _text.class_name(name, lang())
 
 
 def language_picker() -> None:

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core.config import DataConfig
 from ui.i18n import t
-from ui.state import dataset, run_label, store, stored_runs
+from ui.state import dataset, store, stored_runs
+from ui.text import run_label
 
 
 def pick_run(label: str, key: str) -> dict | None:

@@ -66,9 +66,3 @@ def start(cfg) -> None:
 def stored_runs() -> list[dict]:
     """Verified metadata of the stored runs, newest first (re-read at most every 2 s)."""
     return store().list()
-
-
-def run_label(meta: dict) -> str:
-    test = meta["test"]
-    return (f"{meta['model']} · {meta['dataset']['name']} · acc {test['accuracy']:.3f} · "
-            f"{len(meta['history']['epoch'])} ep · {meta['run_id'][:6]}")  # fmt: skip

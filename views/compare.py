@@ -10,7 +10,8 @@ from plotly.subplots import make_subplots
 
 from core import presets
 from ui.i18n import t
-from ui.state import run_label, stored_runs
+from ui.state import stored_runs
+from ui.text import run_label
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
            "top3_accuracy", "roc_auc_macro", "log_loss")  # fmt: skip

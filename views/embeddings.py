@@ -15,7 +15,8 @@ from core import UserError, embed
 from ui.gallery import gallery
 from ui.i18n import class_name, t
 from ui.runs import data_of, model, test_probs
-from ui.state import dataset, run_label, store, stored_runs
+from ui.state import dataset, store, stored_runs
+from ui.text import run_label
 
 PIXELS = "pixels"
 METHODS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}  # the first is the default

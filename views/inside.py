@@ -9,7 +9,8 @@ import streamlit as st
 from core import UserError, explain, preprocess
 from core.config import from_dict
 from ui.i18n import class_name, t
-from ui.state import dataset, run_label, store, stored_runs
+from ui.state import dataset, store, stored_runs
+from ui.text import run_label
 
 TOP_K = 3
 FILTER_COLUMNS = 16  # kernels a row in the filter grid
@@ -18,6 +19,7 @@ GRID_WIDTH = 480  # pixels a grid is enlarged to, about (whole multiples: crisp 
 FILTER_WIDTH = 640
 FILTER_GAP = (110, 150, 210)  # blue-grey: no weight's grey level, so kernels stay apart
 IMAGE_WIDTH = 224
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp"]  # core.preprocess.UPLOAD_FORMATS
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -83,7 +85,7 @@ def upload_ui(meta: dict):
     """The uploaded image as the model's input (1, C, H, W), or None with a message."""
     spec = meta["input"]
     mode = t("ins_grey") if spec["channels"] == 1 else t("ins_colour")
-    file = st.file_uploader(t("ins_upload"), type=["png", "jpg", "jpeg"], key="ins_upload",
+    file = st.file_uploader(t("ins_upload"), type=UPLOAD_TYPES, key="ins_upload",
                             help=t("ins_upload_help", mode=mode, size=spec["size"]))  # fmt: skip
     if file is None:
         st.info(t("ins_upload_prompt"))

@@ -1,0 +1,162 @@
+"""Classify one image with a stored run: the work behind the Gradio tab, without any UI.
+
+``Classifier`` picks the runs an image can be sent to, loads each model once, reads an image
+file through ``core.preprocess``'s guards and answers with class probabilities and, on
+request, where the model looked. Every failure a user can cause is a ``UserError``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import UserError, preprocess
+from core.store import Store
+
+MAX_FILE_BYTES = 20 * 1024 * 1024  # an upload larger than this is not read at all
+DEFAULT_PRESET = "fast"  # trained once when the store has nothing to classify with
+
+
+class FileTooLarge(UserError):
+    def __init__(self, size: int):
+        self.size = size
+        super().__init__(
+            f"the file has {size / 2**20:.1f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB"
+        )
+
+
+class NoRun(UserError):
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id} is not in the store" if run_id else "no trained model to classify with"
+        )
+
+
+@dataclass
+class Prediction:
+    probs: np.ndarray  # (num_classes,) softmax probabilities
+    x: object  # the model's input, float32 (1, C, H, W) in [0, 1]
+    classes: list[str]
+    run_id: str
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most likely (class name, probability), most likely first."""
+        order = np.argsort(-self.probs, kind="stable")[:k]
+        return [(self.classes[i], float(self.probs[i])) for i in order]
+
+
+def usable(meta: dict) -> bool:
+    """Whether an image can be sent to this run (image models: grey or colour)."""
+    return meta.get("input", {}).get("channels") in (1, 3)
+
+
+def rank(metas: list[dict]) -> list[dict]:
+    """Usable runs, best first: Fashion-MNIST runs before others (accuracies on different
+    datasets do not compare), then by test accuracy, then newest."""
+
+    def key(meta: dict) -> tuple:
+        fashion = meta["dataset"]["name"] == "fashion-mnist"
+        return (fashion, meta["test"]["accuracy"], meta.get("created", 0))
+
+    return sorted((m for m in metas if usable(m)), key=key, reverse=True)
+
+
+class Classifier:
+    """Stored runs -> predictions; one instance serves every session (thread-safe)."""
+
+    def __init__(self, store: Store | None = None, cache_size: int = 4):
+        self.store = store or Store()
+        self.cache_size = cache_size
+        self._models: OrderedDict[str, tuple] = OrderedDict()  # run id -> (model, meta), LRU
+        self._lock = threading.Lock()
+
+    def runs(self) -> list[dict]:
+        """Metadata of the runs an image can go to, best first."""
+        return rank(self.store.list())
+
+    def best(self) -> str | None:
+        runs = self.runs()
+        return runs[0]["run_id"] if runs else None
+
+    def ensure_run(self, progress: Callable[[float, str], None] | None = None) -> str:
+        """The best run's id; with an empty store, the ``fast`` preset is trained first (once:
+        a second caller waits for the first through the store's lock). ``progress`` gets
+        (fraction done, "training" or "waiting")."""
+        if (run_id := self.best()) is not None:
+            return run_id
+        from core import presets
+        from core.runs import Stored, Waiting, train_or_load
+        from core.train import BatchEnd, Diverged
+
+        cfg = presets.get(DEFAULT_PRESET).config
+        for event in train_or_load(cfg, self.store):
+            if isinstance(event, BatchEnd) and progress is not None:
+                done = (event.epoch - 1 + event.batch / event.batches) / cfg.train.epochs
+                progress(min(done, 1.0), "training")
+            elif isinstance(event, Waiting) and progress is not None:
+                progress(0.0, "waiting")
+            elif isinstance(event, Diverged):  # a fixed recipe: only a broken install gets here
+                raise UserError(f"training the {DEFAULT_PRESET} preset failed: {event.reason}")
+            elif isinstance(event, Stored):
+                return event.run_id
+        raise UserError(f"training the {DEFAULT_PRESET} preset was stopped")
+
+    def model(self, run_id: str) -> tuple:
+        """(model in eval mode, meta), loaded once and kept (the last ``cache_size`` used)."""
+        with self._lock:
+            if run_id in self._models:
+                self._models.move_to_end(run_id)
+                return self._models[run_id]
+        try:
+            loaded = self.store.load_model(run_id)
+        except (KeyError, ValueError):
+            raise NoRun(run_id) from None
+        with self._lock:
+            self._models[run_id] = loaded
+            while len(self._models) > self.cache_size:
+                self._models.popitem(last=False)
+        return loaded
+
+    def read(self, path: str | Path, inside: str | Path | None = None):
+        """An image file -> a lazily opened PIL image, through core.preprocess's guards.
+
+        ``inside``: the folder the file must be in (a server's upload folder); anything
+        resolving elsewhere, through ``..`` or a link, is refused as unreadable.
+        """
+        path = Path(path)
+        if inside is not None and not path.resolve().is_relative_to(Path(inside).resolve()):
+            raise preprocess.UnreadableImage()
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise FileTooLarge(size)
+            data = path.read_bytes()
+        except OSError:
+            raise preprocess.UnreadableImage() from None
+        return preprocess.open_image(data)
+
+    def predict(self, image, run_id: str) -> Prediction:
+        """A PIL image -> the run's probabilities for it, framed as the run's data was."""
+        from core import explain
+
+        model, meta = self.model(run_id)
+        spec = meta["input"]
+        x = preprocess.prepare(image, spec["channels"], spec["size"])
+        return Prediction(explain.probabilities(model, x), x, meta["classes"], run_id)
+
+    def heatmap(self, prediction: Prediction, target: int | None = None) -> tuple[np.ndarray, str]:
+        """(where the model looked for ``target``, default the top class: (H, W) in [0, 1],
+        "hires_cam" or "saliency"). HiResCAM, not Grad-CAM: Grad-CAM's map is empty for
+        about one confident answer in six with our flatten-and-dense heads (core.explain);
+        models without convolutions get pixel saliency."""
+        from core import explain
+
+        model, _ = self.model(prediction.run_id)
+        method = "hires_cam" if explain.conv_layers(model) else "saliency"
+        return explain.hires_cam(model, prediction.x, target), method

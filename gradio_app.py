@@ -1,0 +1,280 @@
+"""The classify tab: draw, drop, paste or film a piece of clothing; a trained model answers,
+shows the picture it really gets and where it looked.
+
+    .venv/bin/python gradio_app.py [--port 7860] [--host localhost] [--store DIR]
+
+English at ``/``, Spanish at ``/es``. ``make run`` starts it beside the Streamlit app, which
+shows it as its Classify page. The API endpoint ``/classify`` takes one image file and returns
+the label confidences (``gradio_client``: ``client.predict(handle_file(path),
+api_name="/classify")``).
+
+Safety (DESIGN's checklist): uploads are read by ``core.classify`` (size cap, formats by
+content from an allow-list, pixel cap from the header before decoding), never by Gradio's own
+image decoding (events run with ``preprocess=False``); uploads above MAX_FILE_SIZE are refused
+by the server; a queue with one worker per core; bound to localhost unless ``--host`` says
+otherwise; no share link; no run history kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a classroom
+
+import gradio as gr
+import numpy as np
+
+from core import UserError, classify, explain, preprocess
+from core.device import cores
+from ui.text import LANGUAGES, class_name, run_label, text
+
+TOP_K = 5  # classes shown in the answer
+SHOWN = 224  # pixels the 28x28 pictures are enlarged to (nearest neighbour: crisp pixels)
+CANVAS = 400  # the sketchpad's side, in pixels
+MAX_FILE_SIZE = classify.MAX_FILE_BYTES  # refused by the server before any of our code runs
+QUEUE_SIZE = 128  # waiting calls beyond this are told the server is busy
+
+
+def _upload_folder() -> str:
+    """Where Gradio keeps uploads: the only place our handlers read files from."""
+    return gr.utils.get_upload_folder()
+
+
+def _path_of(payload) -> str | None:
+    """The server-side path of a Gradio file payload (a FileData dict), or None."""
+    if isinstance(payload, dict) and isinstance(payload.get("path"), str):
+        return payload["path"]
+    return None
+
+
+def _message(error: UserError, lang: str) -> str:
+    """A user's mistake in their language."""
+    if isinstance(error, preprocess.BlankImage):
+        return text("cls_blank", lang)
+    if isinstance(error, preprocess.ImageTooLarge):
+        size = f"{error.pixels / 1e6:.0f}" if error.pixels else "?"
+        return text("cls_too_large", lang, size=size, limit=f"{preprocess.MAX_PIXELS / 1e6:.0f}")
+    if isinstance(error, classify.FileTooLarge):
+        return text("cls_file_too_large", lang, size=f"{error.size / 2**20:.1f}",
+                    limit=f"{MAX_FILE_SIZE / 2**20:.0f}")  # fmt: skip
+    if isinstance(error, classify.NoRun):
+        return text("cls_run_missing" if error.run_id else "cls_no_run", lang)
+    if isinstance(error, preprocess.UnreadableImage):
+        return text("cls_unreadable", lang)
+    return str(error)
+
+
+def _picture(x) -> np.ndarray:
+    """A model input (1, C, h, w) -> uint8 picture enlarged to about SHOWN pixels."""
+    shown = explain.to_display(x)
+    return explain.enlarge(shown, max(1, SHOWN // shown.shape[0]))
+
+
+class ClassifyTab:
+    """The handlers behind both language pages; one instance per server."""
+
+    def __init__(self, classifier: classify.Classifier):
+        self.classifier = classifier
+
+    # -- the model picker ------------------------------------------------------------------
+    def choices(self, lang: str, progress=gr.Progress()):  # noqa: B008 (how Gradio asks)
+        """On page load and "Refresh": the runs (training the fast preset when there is none)
+        as dropdown choices, the best one selected."""
+
+        def report(done: float, what: str) -> None:
+            progress(done, desc=text(f"cls_{what}", lang))
+
+        try:
+            best = self.classifier.ensure_run(report)
+        except UserError as e:
+            return gr.update(choices=[], value=None), _message(e, lang)
+        runs = self.classifier.runs()
+        options = [(run_label(m), m["run_id"]) for m in runs]
+        return gr.update(choices=options, value=best), text("cls_ready", lang, n=len(runs))
+
+    # -- classifying -----------------------------------------------------------------------
+    def _answer(self, path: str | None, run_id: str | None, lang: str):
+        """(label value, what it sees, where it looked, explanation) for one image file."""
+        if path is None:
+            return None, None, None, text("cls_prompt", lang)
+        if not run_id:
+            return None, None, None, text("cls_no_run", lang)
+        try:
+            image = self.classifier.read(path, inside=_upload_folder())
+            pred = self.classifier.predict(image, run_id)
+            heat, method = self.classifier.heatmap(pred)
+        except UserError as e:
+            return None, None, None, f"⚠️ {_message(e, lang)}"
+        label = {class_name(name, lang): p for name, p in pred.top(len(pred.classes))}
+        seen = _picture(pred.x)
+        looked = explain.overlay(seen, explain.enlarge((heat * 255).astype(np.uint8),
+                                 seen.shape[0] // heat.shape[0]) / 255.0)  # fmt: skip
+        top = class_name(pred.top(1)[0][0], lang)
+        _, meta = self.classifier.model(run_id)
+        size, channels = meta["input"]["size"], meta["input"]["channels"]
+        seen_note = text("cls_seen_note" if channels == 1 else "cls_seen_note_colour", lang,
+                         size=size)  # fmt: skip
+        why = text(f"cls_explain_{method}", lang, name=top, model=meta["model"])
+        return label, seen, looked, f"{seen_note}\n\n{why}"
+
+    def from_sketch(self, editor, run_id: str | None, lang: str):
+        """The sketchpad's flattened picture (its "composite")."""
+        composite = editor.get("composite") if isinstance(editor, dict) else None
+        if _path_of(composite) is None:
+            return None, None, None, text("cls_prompt", lang)
+        return self._answer(_path_of(composite), run_id, lang)
+
+    def from_photo(self, payload, run_id: str | None, lang: str):
+        return self._answer(_path_of(payload), run_id, lang)
+
+    def api(self, payload) -> dict:
+        """``/classify``: one image file -> {class: probability} from the best stored run."""
+        run_id = self.classifier.best()
+        path = _path_of(payload)
+        try:
+            if run_id is None:
+                raise classify.NoRun()
+            if path is None:
+                raise preprocess.UnreadableImage()
+            image = self.classifier.read(path, inside=_upload_folder())
+            pred = self.classifier.predict(image, run_id)
+        except UserError as e:
+            raise gr.Error(_message(e, "en"), print_exception=False) from None
+        return dict(pred.top(len(pred.classes)))
+
+
+def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
+    """One language's page (call inside ``demo`` or one of its route contexts)."""
+
+    def tx(key: str, **values) -> str:
+        return text(key, lang, **values)
+
+    language = gr.State(lang)
+    gr.Markdown(f"# {tx('cls_title')}\n{tx('cls_intro')}")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            with gr.Row():
+                run = gr.Dropdown(label=tx("cls_model"), info=tx("cls_model_info"), choices=[],
+                                  scale=4, interactive=True)  # fmt: skip
+                refresh = gr.Button(tx("cls_refresh"), scale=1, size="sm")
+            status = gr.Markdown()
+            with gr.Tabs():
+                with gr.Tab(tx("cls_draw")):
+                    sketch = gr.Sketchpad(
+                        label=tx("cls_sketch"),
+                        canvas_size=(CANVAS, CANVAS),
+                        fixed_canvas=True,
+                        brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+                        layers=False,
+                        transforms=(),
+                        elem_id=f"sketch-{lang}",
+                    )
+                    clear = gr.Button(tx("cls_clear"), size="sm")
+                with gr.Tab(tx("cls_photo")):
+                    photo = gr.Image(label=tx("cls_photo_label"), type="filepath",
+                                     sources=["upload", "clipboard", "webcam"],
+                                     elem_id=f"photo-{lang}")  # fmt: skip
+        with gr.Column(scale=1):
+            answer = gr.Label(label=tx("cls_answer"), num_top_classes=TOP_K,
+                              elem_id=f"answer-{lang}")  # fmt: skip
+            with gr.Row():
+                seen = gr.Image(label=tx("cls_seen"), interactive=False, height=SHOWN + 40,
+                                format="png", buttons=[])  # fmt: skip
+                looked = gr.Image(label=tx("cls_heat"), interactive=False, height=SHOWN + 40,
+                                  format="png", buttons=[])  # fmt: skip
+            note = gr.Markdown(tx("cls_prompt"), elem_id=f"note-{lang}")
+
+    outputs = [answer, seen, looked, note]
+    quiet = {"api_visibility": "private", "preprocess": False, "show_progress": "minimal"}
+    sketch.change(tab.from_sketch, [sketch, run, language], outputs, trigger_mode="always_last",
+                  **quiet)  # fmt: skip
+    photo.change(tab.from_photo, [photo, run, language], outputs, **quiet)
+    clear.click(lambda: None, None, sketch, api_visibility="private", queue=False)
+    # A new model re-answers for the picture on the tab in view... or the drawing by default.
+    run.change(tab.from_sketch, [sketch, run, language], outputs, **quiet)
+    for trigger in (demo.load, refresh.click):  # the list fills when the page opens
+        trigger(tab.choices, language, [run, status], api_visibility="private")
+    demo.load(None, js=_PICK_BRUSH.replace("SKETCH", f"sketch-{lang}"))
+
+
+# Gradio's sketchpad opens with no tool selected ("select the draw tool to start"): pick the
+# brush (the first of its round tool buttons) so a student can draw at once.
+_PICK_BRUSH = """() => {
+  let tries = 0;
+  const pick = () => {
+    const brush = document.querySelector("#SKETCH button.quite-round");
+    if (brush) brush.click(); else if (tries++ < 40) setTimeout(pick, 100);
+  };
+  pick();
+}"""
+
+
+def build_demo(classifier: classify.Classifier | None = None) -> gr.Blocks:
+    """The classify tab: English at ``/``, Spanish at ``/es``, and the ``/classify`` API."""
+    tab = ClassifyTab(classifier or classify.Classifier())
+    with gr.Blocks(title="CNN Classroom · Classify") as demo:
+        gr.Navbar(main_page_name=LANGUAGES["en"])
+        _page(demo, tab, "en")
+        # The API: one image file in, label confidences out (no UI of its own).
+        api_in = gr.Image(type="filepath", visible=False)
+        api_out = gr.Label(visible=False)
+        gr.Button(visible=False).click(tab.api, api_in, api_out, api_name="classify",
+                                       preprocess=False)  # fmt: skip
+    with demo.route(LANGUAGES["es"], "es"):
+        _page(demo, tab, "es")
+    demo.queue(default_concurrency_limit=cores(), max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
+    """Serve ``demo`` safely: no share link, no run history, the upload cap."""
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=MAX_FILE_SIZE,
+        run_history=False,
+        show_error=False,
+        ssr_mode=False,
+        quiet=True,
+        **kwargs,
+    )
+
+
+def _exit_with(parent: int) -> None:
+    """End this process when ``parent`` (the Streamlit server that started it) is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--host",
+        default="localhost",
+        help="localhost (this computer only) or 0.0.0.0 (the classroom network)",
+    )
+    p.add_argument("--store", help="the model store (default: CNN_CLASSROOM_STORE or ~/.cache)")
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # set by app.py
+    args = p.parse_args(argv)
+    if args.parent:
+        _exit_with(args.parent)
+    from core.store import Store
+
+    demo = build_demo(classify.Classifier(Store(args.store) if args.store else None))
+    print(f"classify tab on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    launch(demo, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

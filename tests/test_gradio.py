@@ -1,0 +1,363 @@
+"""The Gradio classify tab as its users meet it: launched on a free port, called through
+``gradio_client`` and plain HTTP, and drawn on in a real Chromium.
+
+The store holds a tiny cnn_bn run on digits; accuracy on Fashion-MNIST photos and latency
+figures are measured by bench/classify_bench.py, not here.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.config import ModelConfig
+from tests.conftest import ROOT, TINY
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory) -> Path:
+    from core.runs import Stored, train_or_load
+    from core.store import Store
+
+    root = tmp_path_factory.mktemp("gradio-store")
+    stored = list(train_or_load(replace(TINY, model=ModelConfig("cnn_bn")), Store(root)))[-1]
+    assert isinstance(stored, Stored)
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(store_root):
+    """(url, demo): the app launched in this process on a free port, as gradio_app serves it."""
+    import gradio_app
+    from core.classify import Classifier
+    from core.store import Store
+
+    demo = gradio_app.build_demo(Classifier(Store(store_root)))
+    port = free_port()
+    gradio_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/", demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False)
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def digit_file(tmp_path: Path, index: int = 0, invert: bool = True) -> tuple[Path, str]:
+    """A digits test image as a 280x280 RGB PNG file, and its class name."""
+    from core import data as datasets
+
+    data = datasets.load(TINY.data)
+    pixels = data.x_test[index, 0]
+    big = Image.fromarray(255 - pixels if invert else pixels).resize((280, 280)).convert("RGB")
+    path = tmp_path / f"digit-{index}-{invert}.png"
+    path.write_bytes(png(big))
+    return path, data.classes[int(data.y_test[index])]
+
+
+def classify(client, path: Path) -> dict:
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/classify")
+
+
+def test_the_api_returns_label_confidences(client, tmp_path, store_root):
+    from core.classify import Classifier
+    from core.store import Store
+
+    path, _ = digit_file(tmp_path)
+    result = classify(client, path)
+    confidences = result["confidences"]
+    assert len(confidences) == 10
+    assert sum(c["confidence"] for c in confidences) == pytest.approx(1, abs=1e-4)
+    assert result["label"] == confidences[0]["label"]
+    # The same answer as the classifier in this process gives for the same file.
+    local = Classifier(Store(store_root))
+    pred = local.predict(local.read(path), local.best())
+    assert result["label"] == pred.top(1)[0][0]
+    assert confidences[0]["confidence"] == pytest.approx(pred.top(1)[0][1], abs=1e-4)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG of the given size whose pixel data is a single row (tiny on disk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+            8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """name -> (file content, what the error message says)."""
+    rng = np.random.default_rng(0)
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    tiff = io.BytesIO()
+    Image.new("L", (20, 20), 128).save(tiff, "TIFF")
+    return {
+        "random.png": (rng.bytes(5000), "not a readable image"),
+        "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "not a readable image"),
+        "huge.png": (png_header(20000, 20000), "megapixels"),
+        "document.png": (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n" * 20, "not a readable image"),
+        "blank.png": (png(Image.new("RGBA", (300, 300), (0, 0, 0, 0))), "draw something first"),
+        "one-pixel.png": (png(Image.new("L", (1, 1), 255)), "draw something first"),
+        "picture.tiff": (tiff.getvalue(), "not a readable image"),
+    }
+
+
+def test_each_bad_file_gets_a_message_and_the_next_good_one_is_answered(client, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    good, _ = digit_file(tmp_path)
+    for name, (content, says) in bad_files().items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(AppError, match=says):
+            classify(client, path)
+        assert classify(client, good)["label"] is not None, f"no answer after {name}"
+
+
+def test_fifty_clients_at_once_are_all_answered(served, tmp_path):
+    from gradio_client import Client
+
+    paths = [digit_file(tmp_path, i)[0] for i in range(5)]
+
+    def one(i: int) -> str:
+        return classify(Client(served[0], verbose=False), paths[i % len(paths)])["label"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        labels = list(pool.map(one, range(50)))
+    assert len(labels) == 50 and all(labels)
+
+
+def status_of(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "gradio_api/file=/etc/passwd",
+        "gradio_api/file=..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "gradio_api/file=%2fetc%2fpasswd",
+        "file=/etc/passwd",
+        "gradio_api/file=" + str(ROOT / "gradio_app.py"),
+    ],
+)
+def test_file_routes_serve_nothing_outside_their_cache(served, route):
+    status, body = status_of(served[0] + route)
+    assert status >= 400
+    assert b"root:" not in body and b"build_demo" not in body
+
+
+def test_an_upload_above_the_cap_is_refused_by_the_server(served):
+    import gradio_app
+
+    boundary = "----cnnclassroom"
+    big = b"\x00" * (gradio_app.MAX_FILE_SIZE + 1024)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + big + (
+            f"\r\n--{boundary}--\r\n").encode()  # fmt: skip
+    request = urllib.request.Request(
+        served[0] + "gradio_api/upload", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status == 413
+
+
+def test_both_languages_are_served_and_there_is_no_share_link(served):
+    _, demo = served
+    assert [path for path, *_ in demo.pages] == ["", "es"]
+    assert demo.share is False and demo.share_url is None
+    status, body = status_of(served[0] + "es")
+    assert status == 200
+    status, body = status_of(served[0] + "config?page=es")
+    text = body.decode()
+    assert status == 200 and "Dibuja una prenda" in text and "Dónde miró" in text
+
+
+def test_the_command_binds_to_localhost_by_default(store_root):
+    """`python gradio_app.py --port N` answers on 127.0.0.1 and not on the LAN address."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "gradio_app.py", "--port", str(port), "--store", str(store_root)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if status_of_quiet(f"http://127.0.0.1:{port}/config") == 200:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.3)
+        else:
+            pytest.fail("gradio_app.py did not start within 60 s")
+        lan = lan_address()
+        if lan is not None:
+            assert status_of_quiet(f"http://{lan}:{port}/config") is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def status_of_quiet(url: str) -> int | None:
+    """The HTTP status of ``url``, or None when nothing answers."""
+    try:
+        return status_of(url)[0]
+    except OSError:
+        return None
+
+
+def lan_address() -> str | None:
+    """This machine's address on its network (no packet is sent), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+# -- the handlers behind the page, called as the page calls them ---------------------------
+
+
+def upload(content: bytes, name: str = "x.png") -> dict:
+    """A file placed in Gradio's upload folder, as the page's payload (a FileData dict)."""
+    import gradio as gr
+
+    folder = Path(gr.utils.get_upload_folder()) / "cnn-classroom-tests"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.monotonic_ns()}-{name}"
+    path.write_bytes(content)
+    return {"path": str(path), "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.fixture(scope="module")
+def tab(store_root):
+    import gradio_app
+    from core.classify import Classifier
+    from core.store import Store
+
+    return gradio_app.ClassifyTab(Classifier(Store(store_root)))
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_a_photo_gets_an_answer_what_the_model_sees_and_where_it_looked(tab, tmp_path, lang):
+    path, _ = digit_file(tmp_path)
+    run_id = tab.classifier.best()
+    label, seen, looked, note = tab.from_photo(upload(path.read_bytes()), run_id, lang)
+    assert len(label) == 10 and sum(label.values()) == pytest.approx(1, abs=1e-5)
+    assert seen.shape == (224, 224) and seen.dtype == np.uint8
+    assert looked.shape == (224, 224, 3)
+    assert ("HiResCAM" in note) and ("28×28" in note)
+    assert ("Red marks" in note) == (lang == "en") and ("El rojo" in note) == (lang == "es")
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_page_errors_are_messages_in_the_pages_language(tab, tmp_path, lang):
+    run_id = tab.classifier.best()
+    expect = {"en": ("draw something first", "not a readable image"),
+              "es": ("dibuja algo primero", "No es una imagen legible")}[lang]  # fmt: skip
+    blank = upload(png(Image.new("RGBA", (400, 400), (0, 0, 0, 0))))
+    label, seen, looked, note = tab.from_sketch({"composite": blank}, run_id, lang)
+    assert (label, seen, looked) == (None, None, None) and expect[0] in note
+    garbage = upload(b"not an image at all" * 10)
+    assert expect[1] in tab.from_photo(garbage, run_id, lang)[3]
+    # A path the client made up, outside the upload folder: refused like garbage.
+    made_up = {"path": str(ROOT / "gradio_app.py"), "meta": {"_type": "gradio.FileData"}}
+    assert expect[1] in tab.from_photo(made_up, run_id, lang)[3]
+    # Nothing yet (a cleared sketch, no photo): the prompt, no error.
+    assert tab.from_sketch(None, run_id, lang)[0] is None
+    assert tab.from_photo(None, run_id, lang)[0] is None
+    missing = tab.from_photo(upload(png(Image.new("L", (50, 50), 255))), "0" * 20, lang)
+    assert missing[0] is None and "⚠️" in missing[3]
+
+
+def test_the_model_list_offers_the_best_run_first(tab):
+    update, status = tab.choices("en", progress=lambda *a, **k: None)
+    best = tab.classifier.best()
+    assert update["value"] == best and update["choices"][0][1] == best
+    assert "1 trained model" in status
+
+
+# -- a student draws in a real browser -----------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (make setup installs it)")
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import ARGS
+
+    url = served[0] + ("es" if lang == "es" else "")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        answer, note = page.locator(f"#answer-{lang}"), page.locator(f"#note-{lang}")
+        page.locator(f"#sketch-{lang} canvas").first.wait_for(timeout=30_000)
+        # The page picks the brush for the student; wait for its model list to fill.
+        page.wait_for_function("() => !document.body.innerText.includes('select the draw tool')",
+                               timeout=30_000)  # fmt: skip
+        box = page.locator(f"#sketch-{lang} canvas").first.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for i in range(1, 25):
+            page.mouse.move(x0 + i * 3, y0 + i * 10, steps=2)
+        page.mouse.up()
+        expect_note = "HiResCAM"
+        page.wait_for_function(
+            f"() => document.querySelector('#note-{lang}').innerText.includes('{expect_note}')",
+            timeout=30_000,
+        )
+        assert "%" in answer.inner_text()
+        assert ("Red marks" in note.inner_text()) == (lang == "en")
+        browser.close()
