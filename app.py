@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.i18n import language_picker, t
-from ui.state import jobs, user
+from ui.state import classify_server, jobs, user
 
 # (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
 # Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
@@ -20,12 +20,14 @@ PAGES = [
     ("compare", ":material/compare_arrows:"),
     ("embeddings", ":material/scatter_plot:"),
     ("inside", ":material/layers:"),
+    ("classify", ":material/draw:"),
 ]
 
 st.set_page_config(page_title="CNN Classroom", page_icon=":material/checkroom:", layout="wide")
 language_picker()
 user()
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
+classify_server()  # and the Gradio classify tab, in a process of its own
 navigation = [
     st.Page(
         f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"

@@ -154,14 +154,15 @@ def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
         return text(key, lang, **values)
 
     language = gr.State(lang)
+    gr.Navbar(main_page_name=LANGUAGES["en"])  # the pages are the languages
     gr.Markdown(f"# {tx('cls_title')}\n{tx('cls_intro')}")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
+            run = gr.Dropdown(label=tx("cls_model"), info=tx("cls_model_info"), choices=[],
+                              interactive=True)  # fmt: skip
             with gr.Row():
-                run = gr.Dropdown(label=tx("cls_model"), info=tx("cls_model_info"), choices=[],
-                                  scale=4, interactive=True)  # fmt: skip
-                refresh = gr.Button(tx("cls_refresh"), scale=1, size="sm")
-            status = gr.Markdown()
+                status = gr.Markdown()
+                refresh = gr.Button(tx("cls_refresh"), size="sm", scale=0, min_width=140)
             with gr.Tabs():
                 with gr.Tab(tx("cls_draw")):
                     sketch = gr.Sketchpad(
@@ -217,7 +218,6 @@ def build_demo(classifier: classify.Classifier | None = None) -> gr.Blocks:
     """The classify tab: English at ``/``, Spanish at ``/es``, and the ``/classify`` API."""
     tab = ClassifyTab(classifier or classify.Classifier())
     with gr.Blocks(title="CNN Classroom · Classify") as demo:
-        gr.Navbar(main_page_name=LANGUAGES["en"])
         _page(demo, tab, "en")
         # The API: one image file in, label confidences out (no UI of its own).
         api_in = gr.Image(type="filepath", visible=False)

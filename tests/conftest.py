@@ -48,6 +48,8 @@ def session_store(tmp_path_factory):
         root = tmp_path_factory.mktemp("session-store")
         mp.setenv("CNN_CLASSROOM_STORE", str(root))
         mp.setenv("CNN_CLASSROOM_OFFLINE", "1")
+        # Page tests do not start the Gradio tab; tests/test_browser.py turns it back on.
+        mp.setenv("CNN_CLASSROOM_GRADIO", "off")
         yield root
 
 

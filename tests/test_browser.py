@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
-PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside"]
+PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside", "classify"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -42,7 +42,8 @@ def server(tmp_path_factory):
     """`streamlit run app.py` on a free port with an empty store of its own."""
     store = tmp_path_factory.mktemp("browser-store")
     port = free_port()
-    env = dict(os.environ, CNN_CLASSROOM_STORE=str(store), CNN_CLASSROOM_OFFLINE="1")
+    env = dict(os.environ, CNN_CLASSROOM_STORE=str(store), CNN_CLASSROOM_OFFLINE="1",
+               CNN_CLASSROOM_GRADIO="on", CNN_CLASSROOM_GRADIO_PORT=str(free_port()))  # fmt: skip
     log = store / "server.log"  # a file, not a pipe: an unread pipe can block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -102,7 +103,7 @@ def test_every_page_renders(server, browser, lang):
     titles = {"en": "Train a network", "es": "Entrena una red"}
     for name in PAGES:
         page, errors = open_page(browser, f"{server}/{name}?lang={lang}")
-        page.wait_for_selector("h1")
+        page.wait_for_selector("h1, iframe")  # Classify shows the Gradio tab's own title
         assert_clean(page, errors)
         nav = page.locator("[data-testid=stSidebarNav]").inner_text()
         assert ("Entrenar" if lang == "es" else "Train") in nav  # our navigation, not pages/
@@ -186,4 +187,39 @@ def test_a_running_job_survives_leaving_and_refreshing(server, browser):
     assert epoch_after >= epoch_before  # the same run, still going
     page.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_text(re.compile("Stopped")).wait_for(timeout=30_000)
+    assert_clean(page, errors)
+
+
+def draw_a_stroke(page, frame, canvas_selector: str) -> None:
+    """Drag the mouse across the sketchpad's canvas (inside ``frame``)."""
+    canvas = frame.locator(canvas_selector).first
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 25):
+        page.mouse.move(x0 + i * 3, y0 + i * 10, steps=2)
+    page.mouse.up()
+
+
+def test_the_classify_page_embeds_the_tab_and_a_drawing_gets_an_answer(server, browser):
+    """The Gradio tab inside the Streamlit page, at the host name the browser used, in the
+    page's language; a stroke on its sketchpad gets a prediction and an explanation."""
+    page, errors = open_page(browser, f"{server}/classify?lang=es")
+    frame_element = page.wait_for_selector("iframe", timeout=90_000)
+    src = frame_element.get_attribute("src")
+    assert src.startswith("http://127.0.0.1:") and src.endswith("/es"), src
+    frame = frame_element.content_frame()
+    frame.wait_for_selector("#sketch-es canvas", timeout=60_000)
+    # The model list fills on load (training the fast preset first if the store is empty).
+    frame.wait_for_function(
+        "() => !document.body.innerText.includes('select the draw tool')", timeout=30_000
+    )
+    frame.wait_for_function("() => document.body.innerText.includes('disponible')", timeout=180_000)
+    draw_a_stroke(page, frame, "#sketch-es canvas")
+    frame.wait_for_function(
+        "() => document.querySelector('#note-es').innerText.includes('El rojo')", timeout=60_000
+    )
+    assert "%" in frame.locator("#answer-es").inner_text()
     assert_clean(page, errors)

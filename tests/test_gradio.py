@@ -263,6 +263,31 @@ def lan_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+@pytest.mark.parametrize(
+    ("host", "scheme", "expected"),
+    [
+        ("192.168.1.20:8501", "http", "http://192.168.1.20:7860/"),
+        ("classroom.local", "https", "https://classroom.local:7860/"),
+        ("[::1]:8501", "http", "http://[::1]:7860/"),
+        (None, "http", "http://localhost:7860/"),
+        ('evil.com"><script>:8501', "http", "http://localhost:7860/"),
+        ("localhost:8501", "javascript", "http://localhost:7860/"),
+    ],
+)
+def test_the_embedded_tab_is_addressed_by_the_host_the_browser_used(host, scheme, expected):
+    from ui.classify_server import browser_url
+
+    assert browser_url(host, 7860, scheme) == expected
+
+
+def test_the_classify_page_says_how_to_start_the_tab_when_it_is_off():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "views" / "classify.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "gradio_app.py" in at.warning[0].value and at.title[0].value == "Classify"
+
+
 # -- the handlers behind the page, called as the page calls them ---------------------------
 
 
@@ -330,7 +355,7 @@ def test_the_model_list_offers_the_best_run_first(tab):
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (make setup installs it)")
-@pytest.mark.parametrize("lang", ["en", "es"])
+@pytest.mark.parametrize("lang", ["en"])  # Spanish: tests/test_browser.py, through Streamlit
 def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
     from playwright.sync_api import sync_playwright
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import streamlit as st
@@ -10,6 +11,7 @@ from core import data as datasets
 from core.config import DataConfig
 from core.jobs import JobQueue
 from core.store import Store
+from ui.classify_server import ClassifyServer
 
 
 @st.cache_resource(show_spinner=False)
@@ -66,3 +68,12 @@ def start(cfg) -> None:
 def stored_runs() -> list[dict]:
     """Verified metadata of the stored runs, newest first (re-read at most every 2 s)."""
     return store().list()
+
+
+@st.cache_resource(show_spinner=False)
+def classify_server() -> ClassifyServer | None:
+    """The Gradio classify tab, started once per Streamlit server on the same interface
+    (None when CNN_CLASSROOM_GRADIO=off, as in the page tests)."""
+    if os.environ.get("CNN_CLASSROOM_GRADIO", "").lower() == "off":
+        return None
+    return ClassifyServer(st.get_option("server.address") or "")
