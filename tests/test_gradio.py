@@ -10,13 +10,11 @@ from __future__ import annotations
 import io
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from PIL import Image
 
 from core.config import ModelConfig
 from tests.conftest import ROOT, TINY
+from tests.test_explain import png_header
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -108,18 +107,6 @@ def test_the_api_returns_label_confidences(client, tmp_path, store_root):
     pred = local.predict(local.read(path), local.best())
     assert result["label"] == pred.top(1)[0][0]
     assert confidences[0]["confidence"] == pytest.approx(pred.top(1)[0][1], abs=1e-4)
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG of the given size whose pixel data is a single row (tiny on disk)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
-            8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
-            + chunk(b"IEND", b""))  # fmt: skip
 
 
 def bad_files() -> dict[str, tuple[bytes, str]]:

@@ -94,3 +94,86 @@ def test_colour_models_get_a_centre_crop():
     x = preprocess.prepare(image, channels=3, size=64)
     assert x.shape == (1, 3, 64, 64)
     assert x[0, 0].min() > 0.99 and x[0, 1].max() < 0.01  # red stays red, no distortion
+
+
+# -- every kind of file the classify tab may get, through open_image + prepare -------------
+
+
+def shirt_on_paper(mode: str) -> Image.Image:
+    """A dark 20x40 bar on a light 60x60 background (a drawing on paper), in ``mode``."""
+    grey = Image.new("L", (60, 60), 230)
+    grey.paste(20, (20, 10, 40, 50))
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(grey, np.uint16) * 257)
+    if mode == "P":
+        return grey.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    if mode == "LA":
+        return Image.merge("LA", (grey, Image.new("L", grey.size, 255)))
+    if mode == "1":  # a threshold, not Pillow's default dithering (which adds noise)
+        return grey.convert("1", dither=Image.Dither.NONE)
+    return grey.convert(mode)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("L", "PNG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+        ("I;16", "PNG"),
+        ("P", "PNG"),
+        ("CMYK", "JPEG"),
+        ("RGB", "JPEG"),
+        ("RGB", "WEBP"),
+        ("RGB", "BMP"),
+        ("P", "GIF"),
+    ],
+)
+def test_any_mode_and_format_is_framed_as_a_light_object_on_black(mode, fmt):
+    data = encoded(shirt_on_paper(mode), fmt)
+    x = preprocess.prepare(preprocess.open_image(data), 1, 28)[0, 0].numpy()
+    assert x.shape == (28, 28)
+    assert x[:, :4].max() < 0.1 and x[:, -4:].max() < 0.1  # the bar is half as wide as tall
+    assert x[2:26, 10:18].mean() > 0.8  # the dark bar became the light object, centred
+
+
+def test_an_animated_gif_is_read_as_its_first_frame():
+    first = shirt_on_paper("L")
+    second = Image.new("L", (60, 60), 230)
+    second.paste(20, (5, 25, 55, 35))  # a wide bar: the framing would be different
+    frames = [second, first] * 25  # frames that differ are kept apart in the file
+    data = encoded(first, "GIF", save_all=True, append_images=frames, duration=40)
+    image = preprocess.open_image(data)
+    assert getattr(image, "n_frames", 1) == 51
+    x = preprocess.prepare(image, 1, 28)[0, 0].numpy()
+    assert x[2:26, 10:18].mean() > 0.8 and x[:, :4].max() < 0.1  # tall: the first frame
+
+
+def test_prepare_applies_exif_orientation_before_framing():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: the tall bar is shown wide
+    data = encoded(shirt_on_paper("L"), "JPEG", exif=exif)
+    x = preprocess.prepare(preprocess.open_image(data), 1, 28)[0, 0].numpy()
+    assert x[10:18, 2:26].mean() > 0.8 and x[:4, :].max() < 0.1
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("RGBA", (400, 400), (0, 0, 0, 0)),
+        Image.new("L", (1, 1), 255),
+        Image.new("RGB", (300, 200), (255, 255, 255)),
+    ],
+    ids=["transparent sketch", "1x1", "white page"],
+)
+def test_blank_pictures_ask_for_a_drawing_through_any_file(image):
+    with pytest.raises(preprocess.BlankImage, match="draw something first"):
+        preprocess.prepare(preprocess.open_image(encoded(image, "PNG")), 1, 28)
