@@ -20,6 +20,7 @@ PAGES = [
     ("compare", ":material/compare_arrows:"),
     ("embeddings", ":material/scatter_plot:"),
     ("inside", ":material/layers:"),
+    ("autoencoder", ":material/compress:"),
     ("classify", ":material/draw:"),
 ]
 

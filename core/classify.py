@@ -52,8 +52,11 @@ class Prediction:
 
 
 def usable(meta: dict) -> bool:
-    """Whether an image can be sent to this run (image models: grey or colour)."""
-    return meta.get("input", {}).get("channels") in (1, 3)
+    """Whether an image can be sent to this run (classifiers of grey or colour images)."""
+    return meta.get("task", "classify") == "classify" and meta.get("input", {}).get("channels") in (
+        1,
+        3,
+    )
 
 
 def rank(metas: list[dict]) -> list[dict]:

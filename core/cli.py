@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from core import UserError
-from core.config import ModelConfig, RunConfig, to_dict
+from core import UserError, seed001
+from core.config import ENCODER_MODES, ModelConfig, RunConfig, to_dict
 
 # Flags that map one-to-one onto TrainConfig fields (flag name = field name with dashes).
 TRAIN_FLAGS = {
@@ -83,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=hidden_sizes, help="dense hidden sizes, e.g. 100 or 50,50")
     t.add_argument("--dropout", type=float, help="dropout probability")
     t.add_argument("--width", type=int, help="channels of the first conv layer")
+    t.add_argument("--latent", type=int, help="autoencoders: latent units n")
+    t.add_argument("--pooling", action=argparse.BooleanOptionalAction, default=None,
+                   help="autoencoders: max-pool after each conv layer")  # fmt: skip
+    t.add_argument("--encoder", help="ae_classifier: the conv_autoencoder run to start from")
+    t.add_argument("--encoder-mode", choices=ENCODER_MODES,
+                   help="ae_classifier: finetune (default), frozen or random")  # fmt: skip
     t.add_argument("--store", help="model store folder (default: the user cache)")
     t.add_argument("--json", help="write the result as JSON to this file")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -116,7 +123,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     data = {k: getattr(args, k)
             for k in ("dataset", "data_dir", "val_size", "train_limit", "image_size")}  # fmt: skip
     train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
-    model = {k: getattr(args, k) for k in ("hidden", "dropout", "width")}
+    model = {k: getattr(args, k)
+             for k in ("hidden", "dropout", "width", "latent", "pooling", "encoder",
+                       "encoder_mode")}  # fmt: skip
     return RunConfig(
         data=replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
         model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
@@ -177,6 +186,16 @@ def paper_line(model_name: str, dataset: str) -> str | None:
     return f"{paper['source']} reported accuracy {paper['accuracy']:.4f}" if paper else None
 
 
+def _epoch_line(event) -> str:
+    line = f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f}"
+    if not math.isnan(event.train_accuracy):  # autoencoders have no accuracy
+        line += f" acc {event.train_accuracy:.4f}"
+    line += f" | val loss {event.val_loss:.4f}"
+    if not math.isnan(event.val_accuracy):
+        line += f" acc {event.val_accuracy:.4f}"
+    return line + f" | {event.images_per_second:,.0f} img/s"
+
+
 def cmd_train(args) -> int:
     from core.runs import Stored, Waiting, train_or_load
     from core.store import Store
@@ -194,12 +213,7 @@ def cmd_train(args) -> int:
             elif kind == "BatchEnd" and not args.quiet:
                 bar = _progress(bar, event)
             elif kind == "EpochEnd" and not args.quiet:
-                print(
-                    f"epoch {event.epoch}/{event.epochs}: train loss {event.train_loss:.4f}"
-                    f" acc {event.train_accuracy:.4f} | val loss {event.val_loss:.4f}"
-                    f" acc {event.val_accuracy:.4f} | {event.images_per_second:,.0f} img/s",
-                    file=sys.stderr,
-                )
+                print(_epoch_line(event), file=sys.stderr)
             elif kind == "Diverged":
                 _close(bar)
                 print(f"diverged at epoch {event.epoch}, step {event.step}: {event.reason};"
@@ -219,9 +233,14 @@ def cmd_train(args) -> int:
     if not result.cache_hit and not args.no_map:
         _precompute_map(cfg, result, args.store)
     print(f"{meta['model']} on {meta['dataset']['name']}, test set of {meta['test']['support']}")
-    print(format_report(meta))
-    if line := paper_line(meta["model"], meta["config"]["data"]["dataset"]):
-        print(line)
+    if meta.get("task") == "reconstruct":
+        print(f"test MSE {meta['test']['mse']:.4f} (pixels in [0, 1])")
+        if line := seed001.paper_line(meta["config"]):
+            print(line)
+    else:
+        print(format_report(meta))
+        if line := paper_line(meta["model"], meta["config"]["data"]["dataset"]):
+            print(line)
     _write_json(
         args.json,
         {
@@ -247,7 +266,7 @@ def _precompute_map(cfg, result, store_dir) -> None:
     from core.store import Store
 
     started = time.perf_counter()
-    data = datasets.load(resolve(cfg)[0].data)
+    data = datasets.load(resolve(cfg, Store(store_dir))[0].data)
     embed.precompute(result.model, data, result.run_id, Store(store_dir).root)
     seconds = time.perf_counter() - started
     print(f"t-SNE map of the test set for the Embeddings page: {seconds:.1f} s", file=sys.stderr)

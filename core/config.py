@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from core import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+ENCODER_MODES = ("finetune", "frozen", "random")  # ae_classifier: how the encoder starts
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 
 
@@ -32,6 +33,10 @@ class ModelConfig:
     hidden: tuple[int, ...] | None = None  # dense hidden layer sizes; None: the model's default
     dropout: float | None = None  # dropout probability; None: the model's default
     width: int | None = None  # channels of the first conv layer; None: the model's default
+    latent: int | None = None  # autoencoders: latent units n (seed 001 tried 64 to 512)
+    pooling: bool | None = None  # autoencoders: max-pool after each conv (seed 001's appendix)
+    encoder: str | None = None  # ae_classifier: the stored autoencoder run it starts from
+    encoder_mode: str | None = None  # ae_classifier: finetune | frozen | random (see models)
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"hidden layer sizes must be at least 1 (got {list(m.hidden)})")
     if m.width is not None and m.width < 1:
         raise UserError(f"width must be at least 1 (got {m.width})")
+    if m.latent is not None and m.latent < 1:
+        raise UserError(f"latent size must be at least 1 (got {m.latent})")
+    if m.encoder_mode is not None and m.encoder_mode not in ENCODER_MODES:
+        raise UserError(f"unknown encoder mode {m.encoder_mode!r}; choose from "
+                        f"{', '.join(ENCODER_MODES)}")  # fmt: skip
+    if m.name == "ae_classifier" and not m.encoder:
+        raise UserError("ae_classifier needs --encoder RUN_ID: a stored conv_autoencoder run")
     if cfg.data.val_size < 1:
         raise UserError(f"validation size must be at least 1 (got {cfg.data.val_size})")
     if cfg.data.image_size is not None and not 8 <= cfg.data.image_size <= 512:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from core.config import RunConfig
 from core.store import Store
 
+PREVIEW = 8  # test images an autoencoder job reconstructs after each epoch
 STATES = ("queued", "waiting", "running", "done", "diverged", "stopped", "failed")
 FINAL = ("done", "diverged", "stopped", "failed")
 
@@ -35,6 +36,9 @@ class Job:
     finished: float | None = None
     history: dict = field(default_factory=dict)  # the trainer's history, growing live
     progress: dict = field(default_factory=dict)  # last BatchEnd: epoch, batch, eta, speed...
+    # Autoencoders: {"epoch": e, "originals", "reconstructions": uint8 (K, C, H, W)} after
+    # each epoch, for a page to show the reconstructions improving.
+    preview: dict = field(default_factory=dict)
     run_id: str | None = None  # set when the run is in the store
     cache_hit: bool = False
     message: str = ""  # divergence reason or error, for people
@@ -53,6 +57,7 @@ class Job:
             "model": self.cfg.model.name,
             "history": {k: list(v) for k, v in self.history.items()},
             "progress": dict(self.progress),
+            "preview": dict(self.preview),
             "run_id": self.run_id,
             "cache_hit": self.cache_hit,
             "message": self.message,
@@ -93,7 +98,7 @@ class JobQueue:
         """Queue a run (validated first: a bad config raises UserError here, not later)."""
         from core.runs import resolve
 
-        resolve(cfg)
+        resolve(cfg, self.store)
         job = Job(uuid.uuid4().hex[:12], owner, cfg)
         with self._lock:
             self._jobs[job.id] = job
@@ -170,10 +175,11 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         from core.runs import Stored, Waiting, train_or_load
-        from core.train import BatchEnd, Diverged, EpochEnd, Finished
+        from core.train import BatchEnd, Diverged, EpochEnd, Finished, reconstruct, to_uint8
 
         job.state, job.started = "running", time.time()
         job.version += 1
+        originals = self._preview_images(job.cfg)
         for event in train_or_load(job.cfg, self.store, job.stop):
             if isinstance(event, Waiting):
                 job.state = "waiting"
@@ -188,8 +194,13 @@ class JobQueue:
                 self._append(job, "batch_loss", event.loss)
             elif isinstance(event, EpochEnd):
                 for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
-                    self._append(job, key, getattr(event, key))
+                    if getattr(event, key) == getattr(event, key):  # NaN: no accuracy (AE)
+                        self._append(job, key, getattr(event, key))
                 self._append(job, "epoch", event.epoch)
+                if originals is not None:
+                    out = to_uint8(reconstruct(event.model, originals))
+                    job.preview = {"epoch": event.epoch, "originals": originals,
+                                   "reconstructions": out}  # fmt: skip
             elif isinstance(event, Diverged):
                 self._finish(job, "diverged", event.reason)
                 return
@@ -204,6 +215,15 @@ class JobQueue:
                     self._precompute_maps(job, event)
                 return
             job.version += 1
+
+    @staticmethod
+    def _preview_images(cfg: RunConfig):
+        """The first PREVIEW test images (uint8) an autoencoder job shows each epoch."""
+        from core import data as datasets
+
+        if cfg.model.name != "conv_autoencoder":
+            return None
+        return datasets.load(cfg.data).x_test[:PREVIEW].copy()
 
     def _precompute_maps(self, job: Job, stored) -> None:
         """The new run's t-SNE map, now, on this worker: the Embeddings page then opens it

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from filelock import Timeout
 
+from core import UserError
 from core import data as datasets
 from core.config import RunConfig, to_dict, validate
 from core.store import Store, code_version, run_key
@@ -31,10 +32,53 @@ class Stored:
     model: object = field(default=None, repr=False)  # set when this call trained it
 
 
-def resolve(cfg: RunConfig) -> tuple[RunConfig, str]:
-    """(the config as it will run, its run id). Needs no torch and decodes no image."""
+def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
+    """(the config as it will run, its run id). Needs no torch and decodes no image.
+
+    An ``ae_classifier`` takes its encoder's architecture (latent size, dropout, pooling) and
+    data from the stored autoencoder run it names; its mode defaults to "finetune".
+    """
     cfg = validate(replace(cfg, data=datasets.effective(cfg.data)))
+    if cfg.model.name == "ae_classifier":
+        cfg = _with_encoder(cfg, store or Store())
     return cfg, run_key(cfg, datasets.identity(cfg.data))
+
+
+def _with_encoder(cfg: RunConfig, store: Store) -> RunConfig:
+    m = cfg.model
+    try:
+        meta = store.meta(m.encoder)
+    except ValueError:  # not even shaped like a run id
+        meta = None
+    if meta is None or meta.get("task") != "reconstruct":
+        raise UserError(
+            f"--encoder {m.encoder}: no conv_autoencoder run with that id in the store "
+            "(train one: python -m core train --model conv_autoencoder)"
+        )
+    ae = meta["config"]["model"]
+    for name in ("latent", "dropout", "pooling"):
+        given = getattr(m, name)
+        if given is not None and given != ae[name]:
+            raise UserError(f"the encoder run has {name} {ae[name]}, not {given}: the "
+                            "classifier takes its encoder's architecture")  # fmt: skip
+    if meta["config"]["data"]["dataset"] != cfg.data.dataset:
+        raise UserError(f"the encoder was trained on {meta['config']['data']['dataset']}, "
+                        f"not {cfg.data.dataset}")  # fmt: skip
+    model = replace(m, latent=ae["latent"], dropout=ae["dropout"], pooling=ae["pooling"],
+                    encoder_mode=m.encoder_mode or "finetune")  # fmt: skip
+    return replace(cfg, model=model)
+
+
+def encoder_weights(cfg: RunConfig, store: Store) -> dict | None:
+    """The starting weights of an ``ae_classifier``'s body: its autoencoder's encoder (None
+    for the "random" mode and for every other model)."""
+    if cfg.model.name != "ae_classifier" or cfg.model.encoder_mode == "random":
+        return None
+    try:
+        autoencoder, _ = store.load_model(cfg.model.encoder)
+    except KeyError:
+        raise UserError(f"encoder run {cfg.model.encoder} is no longer in the store") from None
+    return autoencoder.body.state_dict()
 
 
 def describe_run(cfg: RunConfig, data, finished) -> dict:
@@ -43,13 +87,20 @@ def describe_run(cfg: RunConfig, data, finished) -> dict:
 
     from core import metrics
     from core.models.base import InputSpec
-    from core.train import predict_proba
+    from core.train import predict_proba, reconstruction_mse, task_of
 
-    probs = predict_proba(finished.model, data.x_test)
+    task = task_of(finished.model)
+    if task == "reconstruct":
+        test = {"mse": reconstruction_mse(finished.model, data.x_test),
+                "support": len(data.y_test)}  # fmt: skip
+    else:
+        test = metrics.report(data.y_test, predict_proba(finished.model, data.x_test),
+                              data.classes)  # fmt: skip
     spec = InputSpec.of(data)
     return {
         "config": to_dict(cfg),
         "model": cfg.model.name,
+        "task": task,
         "dataset": {
             "name": data.name,
             "identity": data.identity,
@@ -64,7 +115,7 @@ def describe_run(cfg: RunConfig, data, finished) -> dict:
         "overfitting_epoch": metrics.overfitting_epoch(finished.history["val_loss"]),
         "wall_seconds": finished.wall_seconds,
         "images_per_second": finished.images_per_second,
-        "test": metrics.report(data.y_test, probs, data.classes),
+        "test": test,
         "code_version": code_version(),
         "torch": torch.__version__,
     }
@@ -75,7 +126,7 @@ def train_or_load(
 ) -> Iterator:
     """Events of a training run for ``cfg``, or just ``Stored`` when the store has it."""
     store = store or Store()
-    cfg, run_id = resolve(cfg)
+    cfg, run_id = resolve(cfg, store)
     if (meta := store.meta(run_id)) is not None:
         yield Stored(run_id, meta, cache_hit=True)
         return
@@ -96,7 +147,7 @@ def train_or_load(
             yield Stored(run_id, meta, cache_hit=True)
             return
         data = datasets.load(cfg.data)
-        for event in train(cfg, data, stop):
+        for event in train(cfg, data, stop, init=encoder_weights(cfg, store)):
             if isinstance(event, Finished):
                 if event.stopped:  # a partial run is not what this key promises
                     yield event

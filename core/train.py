@@ -38,7 +38,7 @@ class BatchEnd:
     batches: int  # per epoch
     step: int  # global optimizer step, 1-based
     loss: float  # mean training loss since the previous BatchEnd
-    accuracy: float  # training accuracy since the previous BatchEnd
+    accuracy: float  # training accuracy since the previous BatchEnd (NaN for autoencoders)
     lr: float
     images_per_second: float  # training images per second so far (validation excluded)
     eta_seconds: float  # until the last epoch ends, at the current speed
@@ -83,8 +83,17 @@ class Diverged:
 Event = BatchEnd | EpochEnd | Finished | Diverged
 
 
-def new_history() -> dict:
-    keys = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+def task_of(model) -> str:
+    """ "classify" (cross-entropy on labels) or "reconstruct" (an autoencoder: MSE on the
+    image itself)."""
+    return getattr(model, "task", "classify")
+
+
+def new_history(task: str = "classify") -> dict:
+    """Per-epoch lists; autoencoders have no accuracy, so no accuracy lists."""
+    keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    if task == "reconstruct":
+        keys = [k for k in keys if not k.endswith("accuracy")]
     return {k: [] for k in keys} | {"batch_step": [], "batch_loss": []}
 
 
@@ -101,13 +110,14 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 def predict_logits(
     model: Classifier, images: np.ndarray | torch.Tensor, bf16: bool = False
 ) -> torch.Tensor:
-    """Logits (N, classes) as float32 on the CPU, for uint8 images (N, C, H, W)."""
+    """Logits (N, classes) as float32 on the CPU, for uint8 images (N, C, H, W); for an
+    autoencoder, its reconstructions (N, C, H, W)."""
     dev = next(model.parameters()).device
     x = torch.as_tensor(images)
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(x), EVAL_BATCH):
+    for i in range(0, len(x), EVAL_BATCH):  # an empty set gives an empty tensor
         batch = to_float(x[i : i + EVAL_BATCH].to(dev, non_blocking=True))
         with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
             out.append(model(batch).float().cpu())
@@ -120,9 +130,25 @@ def predict_proba(model: Classifier, images, bf16: bool = False) -> np.ndarray:
     return torch.softmax(predict_logits(model, images, bf16), dim=1).numpy()
 
 
+def reconstruct(model: Classifier, images, bf16: bool = False) -> np.ndarray:
+    """An autoencoder's reconstructions of uint8 images (N, C, H, W): float32 in [0, 1]."""
+    return predict_logits(model, images, bf16).numpy()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] -> uint8 (rounded, clipped)."""
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def reconstruction_mse(model: Classifier, images, bf16: bool = False) -> float:
+    """Mean squared error between uint8 images and their reconstructions, pixels in [0, 1]."""
+    out = torch.from_numpy(reconstruct(model, images, bf16))
+    return F.mse_loss(out, to_float(torch.as_tensor(images))).item()
+
+
 def _optimizer(cfg: RunConfig, model: Classifier) -> torch.optim.Optimizer:
     t = cfg.train
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen encoder stays
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
@@ -163,14 +189,27 @@ def _penalty(cfg: RunConfig, weights: list[torch.Tensor]) -> torch.Tensor | floa
 
 
 def _evaluate(model, x, y, bf16) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on device tensors x (uint8) and y."""
+    """(mean cross-entropy, accuracy) on device tensors x (uint8) and y; for an autoencoder
+    (reconstruction MSE, NaN)."""
+    if task_of(model) == "reconstruct":
+        return reconstruction_mse(model, x, bf16), math.nan
     logits = predict_logits(model, x, bf16)
     y = y.cpu()
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) -> Iterator[Event]:
-    """Train a fresh model for ``cfg`` on ``data``, yielding events; see the module doc."""
+def train(
+    cfg: RunConfig,
+    data: ImageData,
+    stop: threading.Event | None = None,
+    init: dict[str, torch.Tensor] | None = None,
+) -> Iterator[Event]:
+    """Train a fresh model for ``cfg`` on ``data``, yielding events; see the module doc.
+
+    ``init``: starting weights for the model's ``body`` (an autoencoder's encoder for
+    ``ae_classifier``; core.runs passes them), loaded strictly. With ``encoder_mode`` "frozen"
+    the body then stays fixed and only the head trains.
+    """
     validate(cfg)
     t = cfg.train
     devices.set_threads()
@@ -179,7 +218,13 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
     torch.manual_seed(t.seed)
     gen = torch.Generator(device=dev).manual_seed(t.seed)
 
-    model = build_model(cfg, data).to(dev)
+    model = build_model(cfg, data)
+    if init is not None:
+        model.body.load_state_dict(init, strict=True)
+    if cfg.model.encoder_mode == "frozen":
+        model.body.requires_grad_(False)
+    model = model.to(dev)
+    task = task_of(model)
     x_train = torch.from_numpy(data.x_train).to(dev)
     y_train = torch.from_numpy(data.y_train).to(dev)
     x_val = torch.from_numpy(data.x_val).to(dev)
@@ -190,11 +235,12 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
     steps_per_epoch = math.ceil(per_epoch / t.batch_size)
     opt = _optimizer(cfg, model)
     sched, sched_when = _scheduler(cfg, opt, steps_per_epoch)
-    weights = [p for p in model.parameters() if p.ndim > 1]
+    weights = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
     log_every = max(1, steps_per_epoch // 50)  # ~50 points per epoch for live curves
-    blow_up = DIVERGENCE_FACTOR * math.log(max(data.num_classes, 2))
+    # An MSE on pixels in [0, 1] cannot blow up past 1: only a NaN means divergence there.
+    blow_up = DIVERGENCE_FACTOR * math.log(max(data.num_classes, 2)) if task == "classify" else 1.0
 
-    history = new_history()
+    history = new_history(task)
     best_loss, best_epoch, best_state, patience = math.inf, 0, None, 0
     start = time.perf_counter()
     train_seconds = 0.0  # time in training steps only: images/s excludes validation
@@ -217,8 +263,12 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
             if t.hflip:
                 xb = augment.hflip(xb, gen)
             with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-                logits = model(to_float(xb))
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
+                xf = to_float(xb)
+                logits = model(xf)  # for an autoencoder: the reconstruction
+                if task == "reconstruct":
+                    loss = F.mse_loss(logits.float(), xf)
+                else:
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
             loss = loss + _penalty(cfg, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,10 +285,11 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
             n = len(idx)
             seen += n
             run_loss += value * n
-            run_correct += (logits.argmax(1) == yb).sum()
+            if task == "classify":
+                run_correct += (logits.argmax(1) == yb).sum()
             run_count += n
             if b % log_every == 0 or b == steps_per_epoch or step <= 2:  # a line at once
-                correct = int(run_correct.item())
+                correct = int(run_correct.item()) if task == "classify" else math.nan
                 speed = seen / (train_seconds + time.perf_counter() - epoch_start)
                 remaining = (t.epochs * steps_per_epoch - step) * t.batch_size
                 history["batch_step"].append(step)
@@ -275,8 +326,8 @@ def train(cfg: RunConfig, data: ImageData, stop: threading.Event | None = None) 
             "lr": lr,
             "seconds": seconds,
         }
-        for key, value in row.items():
-            history[key].append(value)
+        for key in history.keys() & row.keys():
+            history[key].append(row[key])
         speed = seen / train_seconds
         yield EpochEnd(
             epoch, t.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_acc, lr,

@@ -12,8 +12,11 @@ TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#1f77b4", "#ff7f0e", "rgba(31,119,180,0.3
 
 def curves(history: dict, batches_per_epoch: int | None = None, overfit: int | None = None):
     """Loss and accuracy, train against validation, per epoch; the per-batch loss trace
-    underneath (x in epochs); a dashed line where validation loss starts to rise."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
+    underneath (x in epochs); a dashed line where validation loss starts to rise. A history
+    without accuracy (an autoencoder's) gets the loss panel alone."""
+    accuracy = "train_accuracy" in history or not history
+    titles = (t("ch_loss"), t("ch_accuracy")) if accuracy else (t("ch_loss"),)
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     epochs = history.get("epoch", [])
     if batches_per_epoch is None and history.get("batch_step") and epochs:
         batches_per_epoch = history["batch_step"][-1] // epochs[-1]  # a finished run's own
@@ -32,7 +35,7 @@ def curves(history: dict, batches_per_epoch: int | None = None, overfit: int | N
                                      line={"color": color}, legendgroup=name,
                                      showlegend=col == 1), 1, col)  # fmt: skip
     if overfit:
-        for col in (1, 2):
+        for col in range(1, len(titles) + 1):
             fig.add_vline(x=overfit, line_dash="dash", line_color="gray", row=1, col=col)
         fig.add_annotation(x=overfit, y=1.02, yref="paper", xref="x", text=t("ch_overfit"),
                            showarrow=False, font={"size": 11})  # fmt: skip

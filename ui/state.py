@@ -45,29 +45,32 @@ def user() -> str:
     return st.session_state.user
 
 
-def start(cfg) -> None:
+def start(cfg, key: str = "job") -> None:
     """Show a stored run at once, else queue a job for it and keep its id in the URL.
 
-    The Train page reads ``st.session_state.stored`` or ``.job`` to know what to show.
+    A page reads ``st.session_state[key]`` (a job id) or ``[key + "_stored"]`` (a run id;
+    "stored" for the Train page's "job") to know what to show.
     """
     from core.runs import resolve
 
-    _, run_id = resolve(cfg)
+    stored = "stored" if key == "job" else f"{key}_stored"
+    _, run_id = resolve(cfg, store())
     if store().meta(run_id) is not None:
-        st.session_state.pop("job", None)
-        st.query_params.pop("job", None)
-        st.session_state.stored = run_id
+        st.session_state.pop(key, None)
+        st.query_params.pop(key, None)
+        st.session_state[stored] = run_id
         return
     job = jobs().submit(cfg, user())
-    st.session_state.job = job.id
-    st.session_state.pop("stored", None)
-    st.query_params["job"] = job.id
+    st.session_state[key] = job.id
+    st.session_state.pop(stored, None)
+    st.query_params[key] = job.id
 
 
 @st.cache_data(show_spinner=False, ttl=2)
-def stored_runs() -> list[dict]:
-    """Verified metadata of the stored runs, newest first (re-read at most every 2 s)."""
-    return store().list()
+def stored_runs(task: str = "classify") -> list[dict]:
+    """Verified metadata of the stored runs of one task ("classify", or "reconstruct" for
+    autoencoders), newest first (re-read at most every 2 s)."""
+    return [m for m in store().list() if m.get("task", "classify") == task]
 
 
 @st.cache_resource(show_spinner=False)

@@ -46,7 +46,9 @@ def class_name(name: str, lang: str) -> str:
 
 
 def run_label(meta: dict) -> str:
-    """One line naming a stored run: model · dataset · test accuracy · epochs · id."""
+    """One line naming a stored run: model · dataset · test accuracy (or MSE for an
+    autoencoder) · epochs · id."""
     test = meta["test"]
-    return (f"{meta['model']} · {meta['dataset']['name']} · acc {test['accuracy']:.3f} · "
+    score = f"mse {test['mse']:.4f}" if "mse" in test else f"acc {test['accuracy']:.3f}"
+    return (f"{meta['model']} · {meta['dataset']['name']} · {score} · "
             f"{len(meta['history']['epoch'])} ep · {meta['run_id'][:6]}")  # fmt: skip

@@ -1,0 +1,347 @@
+"""Autoencoder lab: seed 001's study (an autoencoder that pretrains a classifier), runnable and
+visible: reconstructions improving epoch by epoch, the latent space as a map, the paper's
+Tables 1-3 filled with our numbers, and fine-tuned, frozen and random encoders compared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import UserError, embed, seed001
+from core.config import DataConfig, from_dict
+from core.runs import resolve
+from ui.charts import confusion, curves
+from ui.i18n import class_name, t
+from ui.state import dataset, jobs, start, store, stored_runs, user
+from ui.text import run_label
+
+KEY = "ae_job"  # this page's job in the session and the URL (the Train page has "job")
+SCALE = 3  # preview pixels per image pixel
+LATENTS = (64, 128, 256, 512)
+LRS = (1e-2, 1e-3, 1e-4)
+MODES = ("finetune", "frozen", "random")
+MODE_COLORS = {"finetune": "#1f77b4", "frozen": "#ff7f0e", "random": "#7f7f7f"}
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load(run_id: str):
+    """(model, meta), once per server: a run id names fixed content."""
+    return store().load_model(run_id)
+
+
+def number(fmt: str):
+    return st.column_config.NumberColumn(format=fmt)
+
+
+def pairs(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
+    """uint8 (K, 1, H, W) twice -> one picture: originals on top, reconstructions below."""
+    top = np.concatenate(list(originals[:, 0]), axis=1)
+    bottom = np.concatenate(list(reconstructions[:, 0]), axis=1)
+    gap = np.full((2, top.shape[1]), 128, np.uint8)
+    grid = np.concatenate([top, gap, bottom])
+    return np.kron(grid, np.ones((SCALE, SCALE), np.uint8))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def stored_pairs(run_id: str) -> np.ndarray:
+    from core.jobs import PREVIEW
+    from core.train import reconstruct, to_uint8
+
+    model, meta = load(run_id)
+    originals = dataset(from_dict(meta["config"]).data).x_test[:PREVIEW]
+    return pairs(originals, to_uint8(reconstruct(model, originals)))
+
+
+# -- 1. train one autoencoder ---------------------------------------------------------------
+
+
+def train_section() -> None:
+    st.subheader(t("ae_train"))
+    c = st.columns(6)
+    data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key="ae_dataset")
+    latent = c[1].selectbox(t("ae_latent"), LATENTS, index=1, help=t("ae_latent_help"))
+    dropout = c[2].slider(t("ae_dropout"), 0.0, 0.5, 0.1, 0.05, help=t("ae_dropout_help"))
+    lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func=lambda v: f"{v:g}")
+    epochs = c[4].number_input(t("ae_epochs"), 1, 30, 5, help=t("ae_epochs_help"))
+    pooling = c[5].toggle(t("ae_pooling"), True, help=t("ae_pooling_help"))
+    cfg = seed001.autoencoder(latent, dropout, lr, pooling, int(epochs), DataConfig(data))
+    job_id = st.session_state.get(KEY) or st.query_params.get(KEY)
+    job = jobs().get(job_id, user()) if job_id else None
+    running = job is not None and not job.is_final
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button(t("tr_start"), type="primary", disabled=running, key="ae_start"):
+        try:
+            start(cfg, KEY)
+        except UserError as e:
+            st.error(str(e))
+        job_id = st.session_state.get(KEY)
+        job = jobs().get(job_id, user()) if job_id else None
+    if job is not None and not job.is_final and b2.button(t("tr_stop"), key="ae_stop"):
+        jobs().stop(job.id, user())
+    if (stored := st.session_state.get(f"{KEY}_stored")) and job is None:
+        stored_view(stored)
+    elif job is not None:
+        live_view(job.id)
+    else:
+        st.caption(t("ae_train_hint"))
+
+
+def mse_line(meta: dict) -> str:
+    line = t("ae_test_mse", mse=f"{meta['test']['mse']:.4f}")
+    if found := seed001.paper_mse(meta["config"]):
+        line += " · " + t("ae_paper_mse", where=found[0], mse=f"{found[1]:.3f}")
+    return line
+
+
+def stored_view(run_id: str) -> None:
+    meta = store().meta(run_id)
+    if meta is None:
+        return
+    st.success(mse_line(meta))
+    left, right = st.columns(2)
+    left.plotly_chart(curves(meta["history"]), key=f"ae_curves_{run_id}")
+    right.image(stored_pairs(run_id), caption=t("ae_pairs_final"))
+
+
+@st.fragment(run_every=0.5)
+def live_view(job_id: str) -> None:
+    """Redrawn twice a second from the job's snapshot; the page itself never trains."""
+    job = jobs().get(job_id, user())
+    if job is None:
+        st.warning(t("tr_job_gone"))
+        return
+    snap = job.snapshot()
+    state, progress, preview = snap["state"], snap["progress"], snap["preview"]
+    if state == "queued":
+        st.info(t("tr_queued", place=jobs().position(job_id)))
+    elif state == "running" and progress:
+        done = ((progress["epoch"] - 1) * progress["batches"] + progress["batch"]) / (
+            progress["epochs"] * progress["batches"])  # fmt: skip
+        st.progress(min(done, 1.0), text=t(
+            "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
+            speed=f"{progress['images_per_second']:,.0f}", eta=f"{progress['eta']:.0f}",
+            loss=f"{progress['loss']:.4f}"))  # fmt: skip
+    elif state == "done" and (meta := store().meta(snap["run_id"])):
+        st.success(mse_line(meta))
+    elif state in ("diverged", "stopped", "failed"):
+        st.warning(snap["message"])
+    left, right = st.columns(2)
+    left.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"ae_live_{job_id}")
+    if preview:
+        right.image(pairs(preview["originals"], preview["reconstructions"]),
+                    caption=t("ae_pairs_epoch", epoch=preview["epoch"]))  # fmt: skip
+    else:
+        right.caption(t("ae_pairs_soon"))
+    if job.is_final and not st.session_state.get(f"final_{job_id}"):
+        st.session_state[f"final_{job_id}"] = True
+        st.rerun()
+
+
+# -- 2. the latent space -------------------------------------------------------------------
+
+
+def latent_section(runs: dict) -> None:
+    st.subheader(t("ae_map"))
+    st.caption(t("ae_map_intro"))
+    if not runs:
+        st.info(t("ae_no_runs"))
+        return
+    run_id = st.selectbox(t("ae_run"), list(runs), format_func=lambda r: run_label(runs[r]),
+                          key="ae_map_run")  # fmt: skip
+    labels = {"pca": "PCA", "tsne": "t-SNE"}
+    method = st.radio(t("ae_method"), list(labels), format_func=labels.__getitem__,
+                      horizontal=True, key="ae_map_method")  # fmt: skip
+    model, meta = load(run_id)
+    data = dataset(from_dict(meta["config"]).data)
+    with st.spinner(t("ae_map_computing")):
+        key = embed.CacheKey(run_id, method, len(data.y_test))
+        coords = embed.cached_projection(
+            key, lambda: embed.project(method, embed.features(model, data.x_test)),
+            store().root,
+        )  # fmt: skip
+    fig = go.Figure()
+    for c, name in enumerate(data.classes):
+        idx = np.flatnonzero(data.y_test == c)
+        fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers",
+                                   name=class_name(name), marker={"size": 3}))  # fmt: skip
+    fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10},
+                      legend={"itemsizing": "constant"})  # fmt: skip
+    st.plotly_chart(fig, key=f"ae_map_{run_id}_{method}")
+
+
+# -- 3. seed 001's tables ------------------------------------------------------------------
+
+
+def sweep_configs(epochs: int) -> dict:
+    """{(table, value): RunConfig} for Tables 1-3 and the appendix's pooling pair."""
+    out = {(table, value): cfg for table in seed001.SWEEPS
+           for value, cfg in seed001.sweep(table, epochs)}  # fmt: skip
+    for pooling in (True, False):
+        out[("pooling", pooling)] = seed001.autoencoder(128, 0.1, 1e-3, pooling, epochs)
+    return out
+
+
+def sweep_section() -> None:
+    st.subheader(t("ae_tables"))
+    st.caption(t("ae_tables_intro"))
+    epochs = int(st.number_input(t("ae_epochs"), 1, 30, 5, key="ae_sweep_epochs",
+                                 help=t("ae_epochs_help")))  # fmt: skip
+    configs = sweep_configs(epochs)
+    if st.button(t("ae_run_sweep", n=len(configs)), key="ae_sweep"):
+        submitted = 0
+        for cfg in configs.values():
+            if store().meta(resolve(cfg, store())[1]) is None:
+                jobs().submit(cfg, user())
+                submitted += 1
+        st.toast(t("ae_submitted", n=submitted))
+    sweep_results(epochs)
+
+
+@st.fragment(run_every=3)
+def sweep_results(epochs: int) -> None:
+    configs = sweep_configs(epochs)
+    mine = {resolve(j.cfg, store())[1]: j for j in jobs().jobs(user()) if not j.is_final}
+    ours, state = {}, {}
+    for key, cfg in configs.items():
+        run_id = resolve(cfg, store())[1]
+        meta = store().meta(run_id)
+        ours[key] = meta["test"]["mse"] if meta else None
+        state[key] = t("ae_done") if meta else (t("tr_state_" + mine[run_id].state)
+                                                if run_id in mine else "—")  # fmt: skip
+    names = {"n": "n", "p": "p", "lr": "lr"}
+    columns = st.columns(3)
+    for (table, paper), col in zip(seed001.PAPER.items(), columns, strict=True):
+        which = {"n": 1, "p": 2, "lr": 3}[table]
+        rows = [{names[table]: f"{v:g}", t("ae_paper"): paper[v], t("ae_ours"): ours[(table, v)],
+                 t("ae_state"): state[(table, v)]} for v in paper]  # fmt: skip
+        col.markdown(f"**{t('ae_table', number=which)}** · {t(f'ae_table_{table}')}")
+        formats = {t("ae_paper"): number("%.3f"), t("ae_ours"): number("%.4f")}
+        col.dataframe(pd.DataFrame(rows), hide_index=True, column_config=formats)
+        col.plotly_chart(table_chart(table, paper, ours), key=f"ae_chart_{table}_{epochs}")
+    rows = [{t("ae_pooling"): t("ae_yes") if p else t("ae_no"),
+             t("ae_paper"): seed001.APPENDIX_MSE[p], t("ae_ours"): ours[("pooling", p)],
+             t("ae_state"): state[("pooling", p)]} for p in (True, False)]  # fmt: skip
+    st.markdown(f"**{t('ae_appendix')}**")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def table_chart(table: str, paper: dict, ours: dict) -> go.Figure:
+    values = list(paper)
+    x = [f"{v:g}" for v in values]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[paper[v] for v in values], name=t("ae_paper"),
+                             mode="lines+markers", line={"dash": "dash"}))  # fmt: skip
+    fig.add_trace(go.Scatter(x=x, y=[ours[(table, v)] for v in values], name=t("ae_ours"),
+                             mode="lines+markers"))  # fmt: skip
+    fig.update_layout(height=260, margin={"t": 10, "b": 10, "l": 10, "r": 10},
+                      yaxis_title=t("ae_mse_axis"), xaxis_type="category",
+                      legend={"orientation": "h", "y": -0.3})  # fmt: skip
+    return fig
+
+
+# -- 4. pretrain a classifier --------------------------------------------------------------
+
+
+def classifier_runs() -> list[dict]:
+    return [m for m in stored_runs("classify") if m["model"] == "ae_classifier"]
+
+
+def classifier_section(runs: dict) -> None:
+    st.subheader(t("ae_classifier"))
+    st.caption(t("ae_classifier_intro", acc=seed001.CLASSIFIER_ACCURACY))
+    if not runs:
+        st.info(t("ae_no_runs"))
+        return
+    c1, c2 = st.columns([3, 1])
+    encoder = c1.selectbox(t("ae_encoder"), list(runs), format_func=lambda r: run_label(runs[r]),
+                           key="ae_encoder")  # fmt: skip
+    epochs = int(c2.number_input(t("ae_epochs"), 1, 30, 5, key="ae_cls_epochs"))
+    if st.button(t("ae_train_three"), key="ae_three"):
+        data = DataConfig(**runs[encoder]["config"]["data"])
+        for mode in MODES:
+            try:
+                cfg = seed001.classifier(encoder, mode, epochs, data)
+                if store().meta(resolve(cfg, store())[1]) is None:
+                    jobs().submit(cfg, user())
+            except UserError as e:
+                st.error(str(e))
+        st.toast(t("ae_submitted", n=len(MODES)))
+    comparison(encoder, runs)
+
+
+@st.fragment(run_every=3)
+def comparison(encoder: str, runs: dict) -> None:
+    pending = [j for j in jobs().jobs(user()) if not j.is_final
+               and j.cfg.model.encoder == encoder]  # fmt: skip
+    if pending:
+        st.info(t("ae_pending", n=len(pending)))
+    done = [m for m in classifier_runs() if m["config"]["model"]["encoder"] == encoder]
+    by_mode = {}
+    for meta in done:  # the newest run of each mode
+        by_mode.setdefault(meta["config"]["model"]["encoder_mode"], meta)
+    if not by_mode:
+        st.caption(t("ae_no_classifiers"))
+        return
+    rows = [{t("ae_mode"): t(f"ae_mode_{mode}"), t("ae_test_acc"): m["test"]["accuracy"],
+             t("ae_macro_f1"): m["test"]["macro_f1"],
+             t("ae_epochs"): len(m["history"]["epoch"])}
+            for mode in MODES if (m := by_mode.get(mode))]  # fmt: skip
+    left, right = st.columns([2, 3])
+    formats = {t("ae_test_acc"): number("%.4f"), t("ae_macro_f1"): number("%.4f")}
+    left.dataframe(pd.DataFrame(rows), hide_index=True, column_config=formats)
+    left.caption(t("ae_paper_acc", acc=seed001.CLASSIFIER_ACCURACY))
+    fig = go.Figure()
+    for mode, meta in by_mode.items():
+        h = meta["history"]
+        for key, dash in (("train_accuracy", "dot"), ("val_accuracy", "solid")):
+            name = f"{t(f'ae_mode_{mode}')} · {t(f'ae_{key}')}"
+            fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], mode="lines+markers", name=name,
+                                     line={"color": MODE_COLORS[mode], "dash": dash}))  # fmt: skip
+    fig.update_layout(height=320, margin={"t": 10, "b": 10, "l": 10, "r": 10},
+                      xaxis_title=t("ch_epoch"), yaxis_title=t("ch_accuracy"))  # fmt: skip
+    right.plotly_chart(fig, key=f"ae_cmp_{encoder}_{len(done)}")
+    pooling_table(runs)
+    if (best := by_mode.get("finetune")) is not None:
+        st.markdown(f"**{t('ae_confusion')}**")
+        classes = [class_name(c) for c in best["classes"]]
+        st.plotly_chart(confusion(best["test"]["confusion_matrix_normalized"], classes, True),
+                        key=f"ae_confusion_{best['run_id']}")  # fmt: skip
+
+
+def pooling_table(runs: dict) -> None:
+    """Seed 001's appendix: the same three modes on encoders with and without pooling."""
+    cells: dict = {}
+    for meta in classifier_runs():
+        ae = runs.get(meta["config"]["model"]["encoder"])
+        if ae is None:
+            continue
+        pooling = ae["config"]["model"]["pooling"]
+        cells.setdefault((pooling, meta["config"]["model"]["encoder_mode"]),
+                         meta["test"]["accuracy"])  # fmt: skip
+    if not any(p is False for p, _ in cells):
+        st.caption(t("ae_pooling_hint"))
+    rows = [{t("ae_pooling"): t("ae_yes") if p else t("ae_no"),
+             **{t(f"ae_mode_{mode}"): cells.get((p, mode)) for mode in MODES}}
+            for p in (True, False)]  # fmt: skip
+    st.markdown(f"**{t('ae_pooling_compare')}**")
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def main() -> None:
+    st.title(t("ae_title"))
+    st.caption(t("ae_intro"))
+    runs = {m["run_id"]: m for m in stored_runs("reconstruct")}
+    tabs = st.tabs([t("ae_tab_train"), t("ae_tab_map"), t("ae_tab_tables"), t("ae_tab_cls")])
+    with tabs[0]:
+        train_section()
+    with tabs[1]:
+        latent_section(runs)
+    with tabs[2]:
+        sweep_section()
+    with tabs[3]:
+        classifier_section(runs)
+
+
+main()
