@@ -131,6 +131,13 @@ class ClassifyTab:
     def from_photo(self, payload, run_id: str | None, lang: str):
         return self._answer(_path_of(payload), run_id, lang)
 
+    def again(self, source: str, editor, photo, run_id: str | None, lang: str):
+        """Another model picked: answer again for the picture last given ("sketch" or
+        "photo")."""
+        if source == "photo":
+            return self.from_photo(photo, run_id, lang)
+        return self.from_sketch(editor, run_id, lang)
+
     def api(self, payload) -> dict:
         """``/classify``: one image file -> {class: probability} from the best stored run."""
         run_id = self.classifier.best()
@@ -190,13 +197,15 @@ def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
             note = gr.Markdown(tx("cls_prompt"), elem_id=f"note-{lang}")
 
     outputs = [answer, seen, looked, note]
+    source = gr.State("sketch")  # which picture was given last: a new model answers for it
     quiet = {"api_visibility": "private", "preprocess": False, "show_progress": "minimal"}
-    sketch.change(tab.from_sketch, [sketch, run, language], outputs, trigger_mode="always_last",
-                  **quiet)  # fmt: skip
-    photo.change(tab.from_photo, [photo, run, language], outputs, **quiet)
+    drawn = sketch.change(tab.from_sketch, [sketch, run, language], outputs,
+                          trigger_mode="always_last", **quiet)  # fmt: skip
+    drawn.then(lambda: "sketch", None, source, api_visibility="private")
+    given = photo.change(tab.from_photo, [photo, run, language], outputs, **quiet)
+    given.then(lambda: "photo", None, source, api_visibility="private")
     clear.click(lambda: None, None, sketch, api_visibility="private", queue=False)
-    # A new model re-answers for the picture on the tab in view... or the drawing by default.
-    run.change(tab.from_sketch, [sketch, run, language], outputs, **quiet)
+    run.change(tab.again, [source, sketch, photo, run, language], outputs, **quiet)
     for trigger in (demo.load, refresh.click):  # the list fills when the page opens
         trigger(tab.choices, language, [run, status], api_visibility="private")
     demo.load(None, js=_PICK_BRUSH.replace("SKETCH", f"sketch-{lang}"))

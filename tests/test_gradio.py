@@ -330,6 +330,15 @@ def test_page_errors_are_messages_in_the_pages_language(tab, tmp_path, lang):
     assert missing[0] is None and "⚠️" in missing[3]
 
 
+def test_a_new_model_answers_for_the_picture_given_last(tab, tmp_path):
+    path, _ = digit_file(tmp_path)
+    photo = upload(path.read_bytes())
+    blank = {"composite": upload(png(Image.new("RGBA", (400, 400), (0, 0, 0, 0))))}
+    run_id = tab.classifier.best()
+    assert tab.again("photo", blank, photo, run_id, "en")[0] is not None
+    assert "draw something first" in tab.again("sketch", blank, photo, run_id, "en")[3]
+
+
 def test_the_model_list_offers_the_best_run_first(tab):
     update, status = tab.choices("en", progress=lambda *a, **k: None)
     best = tab.classifier.best()
