@@ -39,6 +39,11 @@ TRAIN_FLAGS = {
 }
 
 
+# Flags that map one-to-one onto ModelConfig fields.
+MODEL_FLAGS = ("hidden", "dropout", "width", "latent", "pooling", "encoder", "encoder_mode",
+               "stages", "kernel", "no_relu", "no_pool", "skip")  # fmt: skip
+
+
 def hidden_sizes(text: str) -> tuple[int, ...]:
     """ "100" -> (100,); "50,50" -> (50, 50); "3x75" -> (75, 75, 75) (seed 002's notation)."""
     sizes: list[int] = []
@@ -70,6 +75,42 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the named configurations (seed papers, fast)")
 
     t = sub.add_parser("train", help="train a model, or answer from the store (cache hit)")
+    config_flags(t)
+    t.add_argument("--store", help="model store folder (default: the user cache)")
+    t.add_argument("--json", help="write the result as JSON to this file")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-map", action="store_true",
+                   help="skip the test set's t-SNE map (the Embeddings page's)")  # fmt: skip
+
+    a = sub.add_parser("ablate", help="seed 003's ablations of a stage-built CNN")
+    config_flags(a)
+    a.add_argument("--only", action="append", metavar="NAME",
+                   help='run only this variant (repeatable), e.g. "no ReLU 1"')  # fmt: skip
+    runner_flags(a)
+
+    s = sub.add_parser("sweep", help="train every combination of a grid of config values")
+    config_flags(s)
+    s.add_argument("--grid", action="append", default=[], metavar="PARAM=V1|V2",
+                   help='values of one config field, e.g. "hidden=100|50,50|3x75"')  # fmt: skip
+    s.add_argument("--random", type=int, metavar="N", help="train N random combinations only")
+    s.add_argument("--random-seed", type=int, default=0, help="which N combinations")
+    runner_flags(s)
+
+    b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    tp = bsub.add_parser("throughput", help="steady-state training images per second")
+    tp.add_argument("--model", default="cnn_bn")
+    tp.add_argument("--batch-size", type=int, default=256)
+    tp.add_argument("--epochs", type=int, default=2, help="epochs to time")
+    tp.add_argument("--bf16", default="auto")
+    ta = bsub.add_parser("time-to-accuracy", help="train a preset until the test accuracy")
+    ta.add_argument("--target", type=float, default=0.90)
+    ta.add_argument("--preset", default="fast")
+    return p
+
+
+def config_flags(t: argparse.ArgumentParser) -> None:
+    """The flags that describe one run (train, and the base of ablate and sweep)."""
     t.add_argument("--model", help="registry name (see: python -m core models)")
     t.add_argument("--preset", help="start from a named configuration (see: presets)")
     t.add_argument("--dataset", help="fashion-mnist (default) or digits")
@@ -90,23 +131,33 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", help="ae_classifier: the conv_autoencoder run to start from")
     t.add_argument("--encoder-mode", choices=ENCODER_MODES,
                    help="ae_classifier: finetune (default), frozen or random")  # fmt: skip
-    t.add_argument("--store", help="model store folder (default: the user cache)")
-    t.add_argument("--json", help="write the result as JSON to this file")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--no-map", action="store_true",
-                   help="skip the test set's t-SNE map (the Embeddings page's)")  # fmt: skip
+    t.add_argument("--stages", type=hidden_sizes,
+                   help="cnn_stages: channels of each conv stage, e.g. 16,32,64,128")  # fmt: skip
+    t.add_argument("--kernel", type=int, help="cnn_stages: conv kernel side (odd)")
+    for name, what in (("no_relu", "without their ReLU"), ("no_pool", "without pooling"),
+                       ("skip", "removed whole")):  # fmt: skip
+        t.add_argument("--" + name.replace("_", "-"), type=stage_numbers,
+                       help=f"cnn_stages: stages (from 1) {what}, e.g. 2,3")  # fmt: skip
 
-    b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
-    bsub = b.add_subparsers(dest="bench", required=True)
-    tp = bsub.add_parser("throughput", help="steady-state training images per second")
-    tp.add_argument("--model", default="cnn_bn")
-    tp.add_argument("--batch-size", type=int, default=256)
-    tp.add_argument("--epochs", type=int, default=2, help="epochs to time")
-    tp.add_argument("--bf16", default="auto")
-    ta = bsub.add_parser("time-to-accuracy", help="train a preset until the test accuracy")
-    ta.add_argument("--target", type=float, default=0.90)
-    ta.add_argument("--preset", default="fast")
-    return p
+
+def runner_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="runs at once on this machine (default: cores)")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="run on this Ray cluster through Ray Tune (ray start --head)")  # fmt: skip
+    p.add_argument("--store", help="model store folder (default: the user cache)")
+    p.add_argument("--json", help="write {runs: [...]} as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no line per finished run")
+
+
+def stage_numbers(text: str) -> tuple[int, ...]:
+    """ "2,3" -> (2, 3); "none" -> ()."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        numbers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"stage numbers look like 2 or 2,3,4: {text!r}") from None
+    return numbers
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -123,9 +174,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     data = {k: getattr(args, k)
             for k in ("dataset", "data_dir", "val_size", "train_limit", "image_size")}  # fmt: skip
     train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
-    model = {k: getattr(args, k)
-             for k in ("hidden", "dropout", "width", "latent", "pooling", "encoder",
-                       "encoder_mode")}  # fmt: skip
+    model = {k: getattr(args, k) for k in MODEL_FLAGS}
     return RunConfig(
         data=replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
         model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
@@ -295,6 +344,43 @@ def _write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=1))
 
 
+def cmd_experiment(args) -> int:
+    """``ablate`` and ``sweep``: build the variants, run them, print a table, write JSON."""
+    from core import sweep
+
+    base = build_config(args)
+    if args.command == "ablate":
+        variants = sweep.ablations(base, args.only)
+    else:
+        variants = sweep.grid(base, sweep.parse_grid(args.grid), args.random, args.random_seed)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"workers must be at least 1 (got {args.workers})")
+    where = (
+        f"the Ray cluster at {args.ray_address}"
+        if args.ray_address
+        else ("{} worker(s) x {} thread(s) here".format(*sweep.plan(len(variants), args.workers)))
+    )
+    print(f"{len(variants)} runs on {where}", file=sys.stderr)
+    started = time.perf_counter()
+
+    def done(row: dict) -> None:
+        if not args.quiet:
+            status = row["status"]
+            if status == "ok" and "accuracy" in row["test"]:
+                status = f"top-1 error {row['test']['top1_error']:.4f}"
+            elif status == "diverged":
+                status = f"diverged at epoch {row['epoch']}: {row['reason']}"
+            print(f"  {row['name']}: {status} ({row['seconds']:.1f} s)", file=sys.stderr)
+
+    rows = sweep.run_all(variants, args.store, args.workers, args.ray_address, done)
+    print(sweep.table(rows))
+    wall = time.perf_counter() - started
+    print(f"{len(rows)} runs in {wall:.1f} s", file=sys.stderr)
+    _write_json(args.json, {"command": args.command, "base": to_dict(base), "runs": rows,
+                            "wall_seconds": wall})  # fmt: skip
+    return 0 if all(r["status"] in ("ok", "diverged") for r in rows) else 1
+
+
 def cmd_bench(args) -> int:
     from core import bench
 
@@ -315,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
-                "bench": cmd_bench}  # fmt: skip
+                "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench}  # fmt: skip
     try:
         return commands[args.command](args)
     except UserError as e:

@@ -15,6 +15,7 @@ from core import UserError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ENCODER_MODES = ("finetune", "frozen", "random")  # ae_classifier: how the encoder starts
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+TUPLE_FIELDS = ("hidden", "stages", "no_relu", "no_pool", "skip")  # ModelConfig int tuples
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class ModelConfig:
     pooling: bool | None = None  # autoencoders: max-pool after each conv (seed 001's appendix)
     encoder: str | None = None  # ae_classifier: the stored autoencoder run it starts from
     encoder_mode: str | None = None  # ae_classifier: finetune | frozen | random (see models)
+    stages: tuple[int, ...] | None = None  # cnn_stages: channels of each conv stage
+    kernel: int | None = None  # cnn_stages: conv kernel side (odd)
+    no_relu: tuple[int, ...] | None = None  # cnn_stages: stages (from 1) without their ReLU
+    no_pool: tuple[int, ...] | None = None  # cnn_stages: stages without their max-pool
+    skip: tuple[int, ...] | None = None  # cnn_stages: stages removed whole (conv and pool)
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,9 @@ def to_dict(cfg: RunConfig) -> dict:
 def from_dict(d: dict) -> RunConfig:
     """Inverse of ``to_dict``; unknown keys are an error, not silently dropped."""
     model = dict(d.get("model", {}))
-    if model.get("hidden") is not None:
-        model["hidden"] = tuple(int(h) for h in model["hidden"])
+    for name in TUPLE_FIELDS:
+        if model.get(name) is not None:
+            model[name] = tuple(int(v) for v in model[name])
     try:
         return RunConfig(
             data=DataConfig(**d.get("data", {})),
@@ -131,6 +138,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if m.encoder_mode is not None and m.encoder_mode not in ENCODER_MODES:
         raise UserError(f"unknown encoder mode {m.encoder_mode!r}; choose from "
                         f"{', '.join(ENCODER_MODES)}")  # fmt: skip
+    _validate_stages(m)
     if m.name == "ae_classifier" and not m.encoder:
         raise UserError("ae_classifier needs --encoder RUN_ID: a stored conv_autoencoder run")
     if cfg.data.val_size < 1:
@@ -140,3 +148,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.data.train_limit is not None and cfg.data.train_limit < 1:
         raise UserError(f"train limit must be at least 1 (got {cfg.data.train_limit})")
     return cfg
+
+
+def _validate_stages(m: ModelConfig) -> None:
+    if m.stages is not None and (not m.stages or any(c < 1 for c in m.stages)):
+        raise UserError(f"stage channels must be at least 1 (got {list(m.stages)})")
+    if m.kernel is not None and (m.kernel < 1 or m.kernel % 2 == 0):
+        raise UserError(f"kernel must be an odd number of pixels (got {m.kernel})")
+    count = len(m.stages) if m.stages is not None else 4  # cnn_stages' default: 4 stages
+    for name in ("no_relu", "no_pool", "skip"):
+        stages = getattr(m, name) or ()
+        if any(not 1 <= s <= count for s in stages):
+            raise UserError(f"{name.replace('_', ' ')}: stages are numbered 1 to {count} "
+                            f"(got {list(stages)})")  # fmt: skip
+    if m.skip and len(set(m.skip)) >= count:
+        raise UserError("skip removes every stage: keep at least one")

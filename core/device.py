@@ -45,11 +45,20 @@ def use_bf16(device: torch.device, setting: str = "auto") -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+def threads() -> int:
+    """Intra-op threads for training: one per core, unless CNN_CLASSROOM_THREADS says fewer
+    (a sweep worker that shares the cores with other workers)."""
+    try:
+        return max(1, int(os.environ["CNN_CLASSROOM_THREADS"]))
+    except (KeyError, ValueError):
+        return cores()
+
+
 def set_threads() -> None:
-    """One intra-op thread per core (the default can under- or over-subscribe in containers),
-    and denormal floats flushed to zero: tiny gradients and Adam moments otherwise fall into
-    the CPU's slow path (about a quarter of cnn_bn's training time on x86)."""
+    """``threads()`` intra-op threads (the default can under- or over-subscribe in
+    containers), and denormal floats flushed to zero: tiny gradients and Adam moments
+    otherwise fall into the CPU's slow path (about a quarter of cnn_bn's training time)."""
     torch.set_flush_denormal(True)  # this thread, and threads it starts later
-    n = cores()
+    n = threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

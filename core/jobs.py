@@ -193,7 +193,8 @@ class JobQueue:
                 self._append(job, "batch_step", event.step)
                 self._append(job, "batch_loss", event.loss)
             elif isinstance(event, EpochEnd):
-                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                            "val_top5_accuracy", "lr"):  # fmt: skip
                     if getattr(event, key) == getattr(event, key):  # NaN: no accuracy (AE)
                         self._append(job, key, getattr(event, key))
                 self._append(job, "epoch", event.epoch)
@@ -202,6 +203,7 @@ class JobQueue:
                     job.preview = {"epoch": event.epoch, "originals": originals,
                                    "reconstructions": out}  # fmt: skip
             elif isinstance(event, Diverged):
+                job.progress |= {"diverged_epoch": event.epoch, "diverged_step": event.step}
                 self._finish(job, "diverged", event.reason)
                 return
             elif isinstance(event, Finished) and event.stopped:

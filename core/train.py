@@ -58,6 +58,7 @@ class EpochEnd:
     eta_seconds: float
     improved: bool  # the validation loss is the best so far
     model: Classifier = field(repr=False)  # the live model: read it, do not train it
+    val_top5_accuracy: float = math.nan  # true class among the 5 most probable (seed 003)
 
 
 @dataclass
@@ -91,7 +92,8 @@ def task_of(model) -> str:
 
 def new_history(task: str = "classify") -> dict:
     """Per-epoch lists; autoencoders have no accuracy, so no accuracy lists."""
-    keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+            "val_top5_accuracy", "lr", "seconds"]  # fmt: skip
     if task == "reconstruct":
         keys = [k for k in keys if not k.endswith("accuracy")]
     return {k: [] for k in keys} | {"batch_step": [], "batch_loss": []}
@@ -188,14 +190,19 @@ def _penalty(cfg: RunConfig, weights: list[torch.Tensor]) -> torch.Tensor | floa
     return total
 
 
-def _evaluate(model, x, y, bf16) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on device tensors x (uint8) and y; for an autoencoder
-    (reconstruction MSE, NaN)."""
+def _evaluate(model, x, y, bf16) -> tuple[float, float, float]:
+    """(mean cross-entropy, accuracy, top-5 accuracy) on device tensors x (uint8) and y; for
+    an autoencoder (reconstruction MSE, NaN, NaN). With 5 classes or fewer, top-5 is 1."""
     if task_of(model) == "reconstruct":
-        return reconstruction_mse(model, x, bf16), math.nan
+        return reconstruction_mse(model, x, bf16), math.nan, math.nan
     logits = predict_logits(model, x, bf16)
     y = y.cpu()
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return (
+        F.cross_entropy(logits, y).item(),
+        (logits.argmax(1) == y).float().mean().item(),
+        (top5 == y[:, None]).any(1).float().mean().item(),
+    )
 
 
 def train(
@@ -304,7 +311,7 @@ def train(
         train_seconds += time.perf_counter() - epoch_start
         if stopped and ep_count == 0:
             break
-        val_loss, val_acc = _evaluate(model, x_val, y_val, bf16)
+        val_loss, val_acc, val_top5 = _evaluate(model, x_val, y_val, bf16)
         if sched_when == "per_epoch":
             sched.step()
         elif sched_when == "on_val_loss":
@@ -323,6 +330,7 @@ def train(
             "train_accuracy": ep_correct / ep_count,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            "val_top5_accuracy": val_top5,
             "lr": lr,
             "seconds": seconds,
         }
@@ -332,7 +340,7 @@ def train(
         yield EpochEnd(
             epoch, t.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_acc, lr,
             seconds, speed, (t.epochs - epoch) * steps_per_epoch * t.batch_size / speed,
-            improved, model,
+            improved, model, val_top5,
         )  # fmt: skip
         if stopped:
             break

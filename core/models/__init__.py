@@ -41,7 +41,7 @@ def register(name: str, summary: str, **defaults):
 
 def _load_families() -> None:
     # Importing the family modules runs their @register decorators.
-    from core.models import autoencoder, cnn, mlp  # noqa: F401
+    from core.models import autoencoder, cnn, mlp, stages  # noqa: F401
 
 
 def list_models() -> list[Entry]:
