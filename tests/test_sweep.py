@@ -241,8 +241,8 @@ def ray_head(tmp_path_factory):
     port = _free_port()
     temp = Path(f"/tmp/rt{os.getpid()}")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    start = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
     proc = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     try:
