@@ -21,6 +21,7 @@ PAGES = [
     ("embeddings", ":material/scatter_plot:"),
     ("inside", ":material/layers:"),
     ("autoencoder", ":material/compress:"),
+    ("experiments", ":material/science:"),
     ("classify", ":material/draw:"),
 ]
 

@@ -316,7 +316,11 @@ def _precompute_map(cfg, result, store_dir) -> None:
 
     started = time.perf_counter()
     data = datasets.load(resolve(cfg, Store(store_dir))[0].data)
-    embed.precompute(result.model, data, result.run_id, Store(store_dir).root)
+    try:
+        embed.precompute(result.model, data, result.run_id, Store(store_dir).root)
+    except embed.CollapsedFeatures as e:
+        print(f"note: no t-SNE map: {e}", file=sys.stderr)
+        return
     seconds = time.perf_counter() - started
     print(f"t-SNE map of the test set for the Embeddings page: {seconds:.1f} s", file=sys.stderr)
 

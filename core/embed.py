@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core import UserError
+
 METHODS = ("pca", "tsne", "umap")
 PCA_DIMS = 50  # t-SNE and UMAP see this many principal components, not the raw features
 FEATURE_BATCH = 2048  # images per forward pass (no gradients: memory stays small)
@@ -110,13 +112,37 @@ def _reduced(x: np.ndarray, seed: int) -> np.ndarray:
     return pca(x, PCA_DIMS, seed) if x.shape[1] > PCA_DIMS else x
 
 
+class CollapsedFeatures(UserError):
+    """Every image has (nearly) the same features: there is no map to draw."""
+
+
+def mappable(x: np.ndarray) -> np.ndarray:
+    """Features a neighbour search can use, float32: infinities (a network on the edge of
+    diverging) are clipped to the largest finite value and NaN becomes 0; a set whose points
+    all coincide is refused with CollapsedFeatures, because openTSNE's initialisation divides
+    by their spread and its FFT step then crashes the whole process."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        finite = x[np.isfinite(x)]
+        big = float(np.abs(finite).max()) if finite.size else 0.0
+        x = np.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
+    if x.size:
+        spread = float(np.ptp(x, axis=0).max())
+        if not spread > 1e-5 * max(1.0, float(np.abs(x).max())):
+            raise CollapsedFeatures(
+                "this network gives every image the same features (it has collapsed, as "
+                "a run on the edge of diverging can): there is no map to draw"
+            )
+    return x
+
+
 def tsne(x: np.ndarray, callback: Progress | None = None, seed: int = 0) -> np.ndarray:
     """openTSNE map (N, 2) float32; ``callback(iteration, embedding)`` every
     TSNE_CALLBACK_EVERY iterations, counted across both phases (exaggeration, then normal)
     up to TSNE_ITERATIONS."""
     from openTSNE import TSNE
 
-    x = _reduced(x, seed)
+    x = _reduced(mappable(x), seed)
     params = dict(TSNE_PARAMS, perplexity=min(TSNE_PARAMS["perplexity"], (len(x) - 1) / 3))
     callbacks = None
     if callback is not None:
@@ -180,7 +206,7 @@ def umap(x: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 
     umap_learn = _import_umap()
-    x = _reduced(x, seed)
+    x = _reduced(mappable(x), seed)
     k = max(2, min(UMAP_PARAMS["n_neighbors"], len(x) - 1))
     knn = None
     if len(x) <= EXACT_NEIGHBOURS_UP_TO:  # pynndescent would JIT-compile for seconds
@@ -206,7 +232,7 @@ def project(
 ) -> np.ndarray:
     """(N, 2) float32 coordinates of x (N, D) by ``method`` (one of METHODS)."""
     if method == "pca":
-        out = pca(x, 2, seed)
+        out = pca(mappable(x), 2, seed)
         if out.shape[1] < 2:  # one feature: put the points on a line
             out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
         return out

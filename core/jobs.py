@@ -236,6 +236,8 @@ class JobQueue:
         try:
             embed.precompute(stored.model, datasets.load(job.cfg.data), stored.run_id,
                              self.store.root)  # fmt: skip
+        except embed.CollapsedFeatures:  # nothing to map; the Embeddings page says so
+            pass
         except Exception:  # noqa: BLE001 - a map that fails now is computed on demand later
             traceback.print_exc()
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
-PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside", "autoencoder", "classify"]
+PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside", "autoencoder",
+         "experiments", "classify"]  # fmt: skip
 
 pytestmark = [
     pytest.mark.browser,

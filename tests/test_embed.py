@@ -88,6 +88,22 @@ def test_unknown_method_is_refused(blobs):
         embed.project("mds", blobs[0])
 
 
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_collapsed_features_are_refused_not_crashed_on(method):
+    # A network on the edge of diverging can map every image to one point; openTSNE then
+    # crashed the whole server process (a segmentation fault) instead of raising.
+    same = np.full((300, 8), 3.25, np.float32) + np.float32(1e-7) * np.arange(300)[:, None] % 2
+    with pytest.raises(embed.CollapsedFeatures, match="same features"):
+        embed.project(method, same)
+
+
+def test_non_finite_features_still_map(blobs):
+    x = np.array(blobs[0], dtype=np.float32)
+    x[0, 0], x[1, 1], x[2, 2] = np.nan, np.inf, -np.inf
+    coords = embed.project("tsne", x)
+    assert coords.shape == (len(x), 2) and np.isfinite(coords).all()
+
+
 def test_cache_round_trip_without_pickle(tmp_path):
     key = embed.CacheKey("0123456789abcdef0123", "tsne", 7, seed=3)
     coords = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)

@@ -226,6 +226,9 @@ def main() -> None:
     except KeyError:  # the run was deleted since the list was read
         st.warning(t("emb_run_missing"))
         return
+    except embed.CollapsedFeatures:
+        st.warning(t("emb_collapsed"))
+        return
     fig, traces = scatter(coords, data.y_test, pred, data.classes, highlight, revision)
     event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
                             selection_mode=("points", "box", "lasso"),

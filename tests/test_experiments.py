@@ -1,0 +1,129 @@
+"""The Experiments page: seed 003's ablations and a sweep run from the page, through the job
+queue, with overlaid curves, bars, the parallel-coordinates chart and diverged runs marked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+PAGE = str(ROOT / "views" / "experiments.py")
+
+
+def page(monkeypatch, root, lang: str = "en") -> AppTest:
+    import streamlit as st
+
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["lang"] = lang
+    return at.run()
+
+
+def wait_for_jobs(timeout: float = 300) -> None:
+    from ui.state import jobs, store
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(j.is_final for j in jobs()._jobs.values()):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"jobs still running after {timeout} s (store {store().root})")
+
+
+def plotly_types(at: AppTest) -> list[str]:
+    import json
+
+    types = []
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        types += [trace.get("type", "scatter") for trace in spec["data"]]
+    return types
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_the_page_opens_with_nothing_run(monkeypatch, tmp_path, lang):
+    at = page(monkeypatch, tmp_path, lang)
+    assert not at.exception, at.exception
+    assert len(at.tabs) == 2
+    hint = {"en": "Nothing run yet", "es": "Aún no hay nada"}[lang]
+    assert sum(hint in c.value for c in at.caption) == 2  # both tabs
+    run = {"en": "Run 11 variants", "es": "Ejecutar 11 variantes"}[lang]
+    assert at.button(key="ab_run").label == run  # seed 003's whole set by default
+
+
+def test_ablations_run_from_the_page_and_a_divergence_is_marked(monkeypatch, tmp_path):
+    from ui.state import jobs
+
+    at = page(monkeypatch, tmp_path)
+    at.selectbox(key="ab_data").set_value("digits")
+    at.number_input(key="ab_epochs").set_value(1)
+    # Far too high: without its first ReLU, or its last stage, this network blows up at once
+    # (the full one survives, as `python -m core ablate --lr 1.0` shows).
+    at.select_slider(key="ab_lr").set_value(1.0)
+    at.text_input(key="ab_widths").set_value("4,8,8,8")
+    at.multiselect(key="ab_chosen").set_value(["full network", "no ReLU 1", "no stage 4"])
+    at.run()
+    assert at.button(key="ab_run").label == "Run 3 variants"
+    at.button(key="ab_run").click().run()
+    assert not at.exception, at.exception
+    try:
+        wait_for_jobs()
+        at.run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0].value
+        assert list(table["variant"]) == ["full network", "no ReLU at stage 1",
+                                          "no stage 4 (conv + pool)"]  # fmt: skip
+        states = dict(zip(table["variant"], table["state"], strict=True))
+        assert states["no ReLU at stage 1"] == "diverged at epoch 1"
+        assert states["no stage 4 (conv + pool)"] == "diverged at epoch 1"
+        assert states["full network"] == "done"
+        done = table[table["state"] == "done"]
+        assert done["top-1 error"].between(0, 1).all()
+        assert (done["top-5 error"] <= done["top-1 error"]).all()
+        assert any("no ReLU at stage 1 diverged at epoch 1" in w.value for w in at.warning)
+        assert plotly_types(at).count("bar") == 3  # top-1, top-5, and the diverged bars
+        # Run again: the stored run is reused, only the diverged ones are tried again.
+        queued = len(jobs()._jobs)
+        at.button(key="ab_run").click().run()
+        wait_for_jobs()
+        assert len(jobs()._jobs) == queued + 2
+    finally:
+        jobs().shutdown()
+
+
+def test_seed_002s_sweep_from_the_preset_button(monkeypatch, tmp_path):
+    from ui.state import jobs
+
+    at = page(monkeypatch, tmp_path, "es")
+    at.button(key="sw_seed002").click().run()
+    assert at.selectbox(key="sw_model").value == "cnn_small"
+    assert at.text_input(key="sw_values_0").value == "100|50,50|3x75"
+    assert at.number_input(key="sw_epochs").value == 5
+    at.selectbox(key="sw_data").set_value("digits")
+    at.number_input(key="sw_epochs").set_value(1)
+    at.run()
+    assert at.button(key="sw_run").label == "Ejecutar 3 variantes"
+    at.button(key="sw_run").click().run()
+    try:
+        wait_for_jobs()
+        at.run()
+        assert not at.exception, at.exception
+        table = at.dataframe[-1].value
+        assert sorted(table["hidden"]) == ["100", "50,50", "75,75,75"]
+        assert (table["estado"] == "terminado").all() or table["exactitud"].notna().all()
+        assert "parcoords" in plotly_types(at)
+    finally:
+        jobs().shutdown()
+
+
+def test_a_bad_grid_is_one_message(monkeypatch, tmp_path):
+    at = page(monkeypatch, tmp_path)
+    at.text_input(key="sw_values_0").set_value("100|lots")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("cannot read 'lots'" in e.value for e in at.error)

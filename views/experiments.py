@@ -1,0 +1,313 @@
+"""Experiments: seed 003's ablations (take a part of the network away, retrain, compare) and
+seeds 001/002's sweeps (cross values of any setting). Every run is an ordinary job of the
+server's queue and lands in the store, so a refresh, another page or a second visit finds
+the results; a diverged run is shown as diverged, with the epoch it happened."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core import UserError, sweep
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.runs import resolve
+from ui.i18n import t
+from ui.state import jobs, store, user
+
+SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
+SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
+                "width", "stages", "weight_decay", "label_smoothing", "jitter", "seed")  # fmt: skip
+GRID_ROWS = 3
+TRAIN_IMAGES = (5_000, 10_000, 20_000, None)  # None: the whole training split
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
+SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
+
+
+def number(fmt: str):
+    return st.column_config.NumberColumn(format=fmt)
+
+
+def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
+    """The data and training settings every run of one experiment shares."""
+    c = st.columns(5)
+    data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key=f"{prefix}_data")
+    size = c[1].selectbox(t("ex_size"), [28, 64], key=f"{prefix}_size", help=t("ex_size_help"))
+    limit = c[2].selectbox(t("ex_images"), TRAIN_IMAGES, key=f"{prefix}_limit",
+                           format_func=lambda n: t("ex_all") if n is None else f"{n:,}",
+                           help=t("ex_images_help"))  # fmt: skip
+    st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
+    epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
+    lr = c[4].select_slider(t("ex_lr"), [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0],
+                            2e-3, key=f"{prefix}_lr", format_func=lambda v: f"{v:g}",
+                            help=t("ex_lr_help"))  # fmt: skip
+    image_size = None if size == 28 else size
+    return (DataConfig(data, train_limit=limit, image_size=image_size),
+            TrainConfig(epochs=int(epochs), lr=lr))  # fmt: skip
+
+
+def submit(variants: list[sweep.Variant]) -> None:
+    """Queue every variant that is neither stored nor already queued by this visitor."""
+    pending = {resolve(j.cfg, store())[1] for j in jobs().jobs(user()) if not j.is_final}
+    queued = 0
+    for v in variants:
+        run_id = resolve(v.cfg, store())[1]
+        if store().meta(run_id) is None and run_id not in pending:
+            jobs().submit(v.cfg, user())
+            queued += 1
+    st.toast(t("ex_submitted", n=queued, stored=len(variants) - queued))
+
+
+def collect(variants: list[sweep.Variant]) -> list[dict]:
+    """Each variant's state: stored (with its test metrics), this visitor's job for it (live
+    history; diverged with its epoch), or not run."""
+    mine: dict[str, object] = {}
+    for job in sorted(jobs().jobs(user()), key=lambda j: j.created):  # the latest wins
+        mine[resolve(job.cfg, store())[1]] = job
+    rows = []
+    for v in variants:
+        run_id = resolve(v.cfg, store())[1]
+        row = {"variant": v, "run_id": run_id, "history": {}, "test": None, "epoch": None}
+        if (meta := store().meta(run_id)) is not None:
+            row |= {"state": "done", "history": meta["history"], "test": meta["test"],
+                    "seconds": meta["wall_seconds"]}  # fmt: skip
+        elif (job := mine.get(run_id)) is not None:
+            snap = job.snapshot()
+            row |= {"state": snap["state"], "history": snap["history"],
+                    "epoch": snap["progress"].get("diverged_epoch", snap["progress"].get("epoch")),
+                    "message": snap["message"], "job": job.id}  # fmt: skip
+        else:
+            row["state"] = "none"
+        rows.append(row)
+    return rows
+
+
+def state_text(row: dict) -> str:
+    state = row["state"]
+    if state == "none":
+        return "—"
+    if state == "queued":
+        return t("tr_queued", place=jobs().position(row["job"]))
+    if state == "running" and row["epoch"]:
+        return t("ex_running", epoch=row["epoch"])
+    if state == "diverged":
+        return t("ex_diverged_at", epoch=row["epoch"] or 1)
+    return t("tr_state_" + state)
+
+
+def summary_table(rows: list[dict], label) -> None:
+    params = sorted({k for r in rows for k in r["variant"].params}) if label is None else []
+    records = []
+    for r in rows:
+        test = r["test"] or {}
+        record = {t("ex_variant"): label(r["variant"]) if label else r["variant"].name}
+        for p in params:
+            record[p] = sweep.show(r["variant"].params.get(p, ""))
+        record |= {
+            t("ex_state"): state_text(r),
+            t("ex_top1"): 1 - test["accuracy"] if "accuracy" in test else None,
+            t("ex_top5"): 1 - test["top5_accuracy"] if "top5_accuracy" in test else None,
+            t("ex_accuracy"): test.get("accuracy"),
+            t("ex_epochs"): len(r["history"].get("epoch", [])) or None,
+        }
+        records.append(record)
+    st.dataframe(pd.DataFrame(records), hide_index=True, width="stretch", column_config={
+        t("ex_top1"): number("%.4f"), t("ex_top5"): number("%.4f"),
+        t("ex_accuracy"): number("%.4f")})  # fmt: skip
+
+
+def curves(rows: list[dict], label) -> go.Figure | None:
+    """Validation top-1 error, top-5 error and loss per epoch, one colour per variant; a
+    diverged run dotted, ending in a cross."""
+    drawn = [r for r in rows if r["history"].get("epoch")]
+    if not drawn:
+        return None
+    panels = (("val_accuracy", t("ex_top1")), ("val_top5_accuracy", t("ex_top5")),
+              ("val_loss", t("ex_val_loss")))  # fmt: skip
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels])
+    for i, r in enumerate(drawn):
+        h, name = r["history"], label(r["variant"]) if label else r["variant"].name
+        diverged = r["state"] == "diverged"
+        if diverged:
+            name = f"{name} ({t('tr_state_diverged')})"
+        color = PALETTE[i % len(PALETTE)]
+        for col, (key, _) in enumerate(panels, start=1):
+            if not h.get(key):
+                continue
+            y = h[key] if key == "val_loss" else [1 - a for a in h[key]]
+            fig.add_trace(go.Scatter(
+                x=h["epoch"], y=y, name=name, legendgroup=name, showlegend=col == 1,
+                mode="lines+markers", line={"color": color, "dash": "dot" if diverged else None},
+                marker={"symbol": ["circle"] * (len(y) - 1) + ["x" if diverged else "circle"],
+                        "size": [6] * (len(y) - 1) + [12 if diverged else 6]}),
+                1, col)  # fmt: skip
+    fig.update_xaxes(title_text=t("ch_epoch"))
+    fig.update_layout(height=360, margin={"t": 40, "b": 10, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": -0.3})  # fmt: skip
+    return fig
+
+
+def bars(rows: list[dict], label) -> go.Figure | None:
+    """Test top-1 and top-5 error per variant; a diverged run as a hatched grey bar."""
+    shown = [r for r in rows if r["test"] or r["state"] == "diverged"]
+    if not shown:
+        return None
+    names = [label(r["variant"]) if label else r["variant"].name for r in shown]
+    top1 = [1 - r["test"]["accuracy"] if r["test"] else None for r in shown]
+    top5 = [1 - r["test"]["top5_accuracy"] if r["test"] else None for r in shown]
+    fig = go.Figure([go.Bar(x=names, y=top1, name=t("ex_top1"), marker_color="#d62728",
+                            texttemplate="%{y:.3f}", textposition="outside"),
+                     go.Bar(x=names, y=top5, name=t("ex_top5"), marker_color="#ff9896",
+                            texttemplate="%{y:.3f}", textposition="outside")])  # fmt: skip
+    diverged = [n for n, r in zip(names, shown, strict=True) if r["state"] == "diverged"]
+    if diverged:
+        fig.add_trace(go.Bar(x=diverged, y=[1.0] * len(diverged), name=t("tr_state_diverged"),
+                             marker={"color": "#cccccc", "pattern": {"shape": "x"}},
+                             text=[t("tr_state_diverged")] * len(diverged),
+                             textposition="inside"))  # fmt: skip
+    fig.update_layout(barmode="group", height=380, yaxis_title=t("ex_test_error"),
+                      margin={"t": 20, "b": 10, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": 1.1})  # fmt: skip
+    return fig
+
+
+def parallel(rows: list[dict]) -> go.Figure | None:
+    """Parallel coordinates: one axis per swept setting, then the test accuracy."""
+    done = [r for r in rows if r["test"] and "accuracy" in r["test"]]
+    params = sorted({k for r in rows for k in r["variant"].params})
+    if len(done) < 2 or not params:
+        return None
+    dims = []
+    for p in params:
+        values = [r["variant"].params.get(p) for r in done]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            log = p in ("lr", "weight_decay") and min(values) > 0
+            dims.append({"label": f"log10 {p}" if log else p,
+                         "values": [math.log10(v) if log else v for v in values]})  # fmt: skip
+        else:  # categories (hidden layers, optimizers...) on evenly spaced ticks
+            labels = sorted({sweep.show(v) for v in values})
+            dims.append({"label": p, "values": [labels.index(sweep.show(v)) for v in values],
+                         "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
+    accuracy = [r["test"]["accuracy"] for r in done]
+    dims.append({"label": t("ex_accuracy"), "values": accuracy})
+    fig = go.Figure(go.Parcoords(dimensions=dims, line={
+        "color": accuracy, "colorscale": "Viridis", "showscale": True}))  # fmt: skip
+    fig.update_layout(height=360, margin={"t": 50, "b": 20, "l": 60, "r": 60})
+    return fig
+
+
+@st.fragment(run_every=2)
+def results(variants: list[sweep.Variant], key: str, label=None) -> None:
+    """Redrawn every 2 s from the store and the jobs; the page itself never trains."""
+    rows = collect(variants)
+    if all(r["state"] == "none" for r in rows):
+        st.caption(t("ex_not_run"))
+        return
+    summary_table(rows, label)
+    if fig := curves(rows, label):
+        st.plotly_chart(fig, key=f"{key}_curves")
+    left, right = st.columns(2)
+    if fig := bars(rows, label):
+        left.plotly_chart(fig, key=f"{key}_bars")
+    if label is None and (fig := parallel(rows)):
+        right.plotly_chart(fig, key=f"{key}_parallel")
+    for r in rows:
+        if r["state"] == "diverged":
+            name = label(r["variant"]) if label else r["variant"].name
+            st.warning(t("ex_diverged_line", name=name, epoch=r["epoch"] or 1,
+                         reason=r.get("message", "")))  # fmt: skip
+
+
+# -- seed 003's ablations --------------------------------------------------------------------
+def ablation_label(v: sweep.Variant) -> str:
+    """A variant's name in the page's language, from what it changes."""
+    p = v.params
+    if not p:
+        return t("ex_full")
+    if "skip" in p:
+        return t("ex_no_stage", k=p["skip"][0])
+    if "no_relu" in p and "no_pool" in p:
+        return t("ex_combo", first=p["no_relu"][0], last=p["no_relu"][-1], k=p["no_pool"][0])
+    if "no_relu" in p:
+        return t("ex_no_relu", k=p["no_relu"][0])
+    return t("ex_no_pool", k=p["no_pool"][0])
+
+
+def ablation_tab() -> None:
+    st.caption(t("ex_ablate_intro"))
+    data, train = settings("ab", epochs=3)
+    widths = st.text_input(t("ex_widths"), "16,32,64,128", key="ab_widths",
+                           help=t("ex_widths_help"))  # fmt: skip
+    try:
+        stages = sweep.parse_value("stages", widths)
+        base = RunConfig(data, ModelConfig("cnn_stages", stages=stages), train)
+        variants = sweep.ablations(base)
+    except UserError as e:
+        st.error(str(e))
+        return
+    names = [v.name for v in variants]
+    labels = {v.name: ablation_label(v) for v in variants}
+    chosen = st.multiselect(t("ex_variants"), names, default=names, key="ab_chosen",
+                            format_func=labels.get)  # fmt: skip
+    variants = [v for v in variants if v.name in chosen]
+    if st.button(t("ex_run", n=len(variants)), type="primary", key="ab_run",
+                 disabled=not variants):  # fmt: skip
+        submit(variants)
+    st.caption(t("ex_seed003"))
+    results(variants, "ab", ablation_label)
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+def seed002_preset() -> None:
+    """Button callback: seed 002's sweep over the hidden dense layers, in the widgets."""
+    st.session_state["sw_model"] = SEED002["model"]
+    st.session_state["sw_epochs"] = SEED002["epochs"]
+    for i in range(GRID_ROWS):
+        field, values = SEED002["rows"][i] if i < len(SEED002["rows"]) else ("—", "")
+        st.session_state[f"sw_field_{i}"] = field
+        st.session_state[f"sw_values_{i}"] = values
+
+
+def sweep_tab() -> None:
+    st.caption(t("ex_sweep_intro"))
+    for key, value in (("sw_model", "cnn_small"), ("sw_field_0", "hidden"),
+                       ("sw_values_0", "100|50,50|3x75")):  # fmt: skip
+        st.session_state.setdefault(key, value)  # defaults here: the preset button sets them
+    c = st.columns([2, 3])
+    model = c[0].selectbox(t("tr_model"), SWEEP_MODELS, key="sw_model")
+    c[1].button(t("ex_seed002"), key="sw_seed002", on_click=seed002_preset,
+                help=t("ex_seed002_help"))  # fmt: skip
+    data, train = settings("sw", epochs=SEED002["epochs"])
+    specs = []
+    for i in range(GRID_ROWS):
+        left, right = st.columns([1, 3])
+        field = left.selectbox(t("ex_field"), ("—", *SWEEP_FIELDS), key=f"sw_field_{i}")
+        values = right.text_input(t("ex_values"), key=f"sw_values_{i}", placeholder="0.01|0.001",
+                                  help=t("ex_values_help"), disabled=field == "—")  # fmt: skip
+        if field != "—" and values.strip():
+            specs.append(f"{field}={values}")
+    try:
+        variants = sweep.grid(RunConfig(data, ModelConfig(model), train), sweep.parse_grid(specs))
+    except UserError as e:
+        st.error(str(e))
+        return
+    if st.button(t("ex_run", n=len(variants)), type="primary", key="sw_run"):
+        submit(variants)
+    results(variants, "sw")
+
+
+def main() -> None:
+    st.title(t("ex_title"))
+    st.write(t("ex_intro"))
+    ablate, grid = st.tabs([t("ex_tab_ablate"), t("ex_tab_sweep")])
+    with ablate:
+        ablation_tab()
+    with grid:
+        sweep_tab()
+
+
+main()
