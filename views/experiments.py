@@ -22,7 +22,7 @@ SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
 SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
                 "width", "stages", "weight_decay", "label_smoothing", "jitter", "seed")  # fmt: skip
 GRID_ROWS = 3
-TRAIN_IMAGES = (5_000, 10_000, 20_000, None)  # None: the whole training split
+TRAIN_IMAGES = (5_000, 10_000, 20_000, 0)  # 0: the whole training split
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
@@ -38,7 +38,7 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key=f"{prefix}_data")
     size = c[1].selectbox(t("ex_size"), [28, 64], key=f"{prefix}_size", help=t("ex_size_help"))
     limit = c[2].selectbox(t("ex_images"), TRAIN_IMAGES, key=f"{prefix}_limit",
-                           format_func=lambda n: t("ex_all") if n is None else f"{n:,}",
+                           format_func=lambda n: f"{n:,}" if n else t("ex_all"),
                            help=t("ex_images_help"))  # fmt: skip
     st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
     epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
@@ -46,7 +46,7 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
                             2e-3, key=f"{prefix}_lr", format_func=lambda v: f"{v:g}",
                             help=t("ex_lr_help"))  # fmt: skip
     image_size = None if size == 28 else size
-    return (DataConfig(data, train_limit=limit, image_size=image_size),
+    return (DataConfig(data, train_limit=limit or None, image_size=image_size),
             TrainConfig(epochs=int(epochs), lr=lr))  # fmt: skip
 
 
@@ -115,7 +115,8 @@ def summary_table(rows: list[dict], label) -> None:
             t("ex_epochs"): len(r["history"].get("epoch", [])) or None,
         }
         records.append(record)
-    st.dataframe(pd.DataFrame(records), hide_index=True, width="stretch", column_config={
+    st.dataframe(pd.DataFrame(records), hide_index=True, width="stretch",
+                 height=35 * (len(records) + 1) + 3, column_config={
         t("ex_top1"): number("%.4f"), t("ex_top5"): number("%.4f"),
         t("ex_accuracy"): number("%.4f")})  # fmt: skip
 
@@ -145,7 +146,7 @@ def curves(rows: list[dict], label) -> go.Figure | None:
                 marker={"symbol": ["circle"] * (len(y) - 1) + ["x" if diverged else "circle"],
                         "size": [6] * (len(y) - 1) + [12 if diverged else 6]}),
                 1, col)  # fmt: skip
-    fig.update_xaxes(title_text=t("ch_epoch"))
+    fig.update_xaxes(title_text=t("ch_epoch"), dtick=1)
     fig.update_layout(height=360, margin={"t": 40, "b": 10, "l": 10, "r": 10},
                       legend={"orientation": "h", "y": -0.3})  # fmt: skip
     return fig
@@ -210,11 +211,10 @@ def results(variants: list[sweep.Variant], key: str, label=None) -> None:
     summary_table(rows, label)
     if fig := curves(rows, label):
         st.plotly_chart(fig, key=f"{key}_curves")
-    left, right = st.columns(2)
     if fig := bars(rows, label):
-        left.plotly_chart(fig, key=f"{key}_bars")
+        st.plotly_chart(fig, key=f"{key}_bars")
     if label is None and (fig := parallel(rows)):
-        right.plotly_chart(fig, key=f"{key}_parallel")
+        st.plotly_chart(fig, key=f"{key}_parallel")
     for r in rows:
         if r["state"] == "diverged":
             name = label(r["variant"]) if label else r["variant"].name
@@ -266,6 +266,7 @@ def seed002_preset() -> None:
     """Button callback: seed 002's sweep over the hidden dense layers, in the widgets."""
     st.session_state["sw_model"] = SEED002["model"]
     st.session_state["sw_epochs"] = SEED002["epochs"]
+    st.session_state["sw_limit"] = 0  # seed 002 trained on the whole training set
     for i in range(GRID_ROWS):
         field, values = SEED002["rows"][i] if i < len(SEED002["rows"]) else ("—", "")
         st.session_state[f"sw_field_{i}"] = field
