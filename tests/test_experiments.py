@@ -104,6 +104,7 @@ def test_seed_002s_sweep_from_the_preset_button(monkeypatch, tmp_path):
     assert at.selectbox(key="sw_model").value == "cnn_small"
     assert at.text_input(key="sw_values_0").value == "100|50,50|3x75"
     assert at.number_input(key="sw_epochs").value == 5
+    assert at.selectbox(key="sw_limit").value == "todas"  # the whole training set, as seed 002
     at.selectbox(key="sw_data").set_value("digits")
     at.number_input(key="sw_epochs").set_value(1)
     at.run()

@@ -22,7 +22,7 @@ SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
 SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
                 "width", "stages", "weight_decay", "label_smoothing", "jitter", "seed")  # fmt: skip
 GRID_ROWS = 3
-TRAIN_IMAGES = (5_000, 10_000, 20_000, 0)  # 0: the whole training split
+TRAIN_IMAGES = ("5000", "10000", "20000")  # or t("ex_all"): the whole training split
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
@@ -37,8 +37,8 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
     c = st.columns(5)
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key=f"{prefix}_data")
     size = c[1].selectbox(t("ex_size"), [28, 64], key=f"{prefix}_size", help=t("ex_size_help"))
-    limit = c[2].selectbox(t("ex_images"), TRAIN_IMAGES, key=f"{prefix}_limit",
-                           format_func=lambda n: f"{n:,}" if n else t("ex_all"),
+    # Plain strings: what the widget shows is its value (AppTest compares them that way).
+    limit = c[2].selectbox(t("ex_images"), (*TRAIN_IMAGES, t("ex_all")), key=f"{prefix}_limit",
                            help=t("ex_images_help"))  # fmt: skip
     st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
     epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
@@ -46,7 +46,8 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
                             2e-3, key=f"{prefix}_lr", format_func=lambda v: f"{v:g}",
                             help=t("ex_lr_help"))  # fmt: skip
     image_size = None if size == 28 else size
-    return (DataConfig(data, train_limit=limit or None, image_size=image_size),
+    limit = int(limit) if limit in TRAIN_IMAGES else None
+    return (DataConfig(data, train_limit=limit, image_size=image_size),
             TrainConfig(epochs=int(epochs), lr=lr))  # fmt: skip
 
 
@@ -266,7 +267,7 @@ def seed002_preset() -> None:
     """Button callback: seed 002's sweep over the hidden dense layers, in the widgets."""
     st.session_state["sw_model"] = SEED002["model"]
     st.session_state["sw_epochs"] = SEED002["epochs"]
-    st.session_state["sw_limit"] = 0  # seed 002 trained on the whole training set
+    st.session_state["sw_limit"] = t("ex_all")  # seed 002 trained on the whole training set
     for i in range(GRID_ROWS):
         field, values = SEED002["rows"][i] if i < len(SEED002["rows"]) else ("—", "")
         st.session_state[f"sw_field_{i}"] = field
