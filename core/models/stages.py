@@ -28,10 +28,11 @@ def cnn_stages(
     """Seed 003's network, whose parts an ablation can remove.
 
     Each stage is a k x k convolution with ``stages[i]`` channels (padding keeps the size),
-    a ReLU and a 2x2 max-pool; then a last convolution whose kernel covers the whole
-    remaining map, to one output per class (a linear layer on the flattened map, which is
-    what ``head`` is). Stages are numbered from 1: ``no_relu`` and ``no_pool`` list the stages
-    that lose their ReLU or their pooling, ``skip`` the stages removed whole (conv and pool).
+    a ReLU and a 2x2 max-pool (28 x 28 inputs end as 2 x 2 maps, 64 x 64 as 4 x 4); then a
+    last convolution whose kernel covers the whole remaining map, to one output per class (a
+    linear layer on the flattened map, which is what ``head`` is). Stages are numbered from
+    1: ``no_relu`` and ``no_pool`` list the stages that lose their ReLU or their pooling,
+    ``skip`` the stages removed whole (conv and pool).
     Like seed 003's MatConvNet network it has no BatchNorm, so an ablation can still diverge.
 
     Seed 003 (Campo, Amaya and Franky, Universidad de los Andes): five stages on 64 x 64
@@ -46,8 +47,10 @@ def cnn_stages(
             continue
         layers.append(nn.Conv2d(channels, width, kernel, padding=kernel // 2))
         if number not in no_pool and side >= 2:  # a 1 x 1 map has nothing left to pool
-            layers.append(MaxPool2x2())
-            side //= 2
+            # An odd side keeps its last row and column (28 -> 14 -> 7 -> 4 -> 2): a floor
+            # would drop them, and after four stages keep 1 of the 3 x 3 positions.
+            layers.append(MaxPool2x2() if side % 2 == 0 else nn.MaxPool2d(2, ceil_mode=True))
+            side = (side + 1) // 2
         if number not in no_relu:
             # After the pool: max and ReLU commute, and a quarter of the values remain.
             layers.append(nn.ReLU(inplace=True))
