@@ -85,6 +85,20 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     return TinyRun(root, stored.run_id, stored.meta, TINY)
 
 
+def open_page(name: str, monkeypatch, root: Path, lang: str = "en", timeout: float = 120):
+    """A page of views/ in AppTest, run once, on the store at ``root`` (Streamlit's caches
+    cleared, so the page sees that store), in ``lang``."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=timeout)
+    at.session_state["lang"] = lang
+    return at.run()
+
+
 def run_core(*args: str, timeout: float = 300, env: dict | None = None):
     """Run ``python -m core ARGS`` from the repository root; returns the CompletedProcess.
 

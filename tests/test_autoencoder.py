@@ -18,10 +18,9 @@ from core import UserError, models, seed001
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.models.base import InputSpec
 from core.store import Store
-from tests.conftest import ROOT
+from tests.conftest import open_page
 
 DIGITS = DataConfig(dataset="digits", val_size=100, train_limit=512)
-PAGE = str(ROOT / "views" / "autoencoder.py")
 
 
 def ae_config(epochs: int = 3, **model) -> RunConfig:
@@ -220,15 +219,7 @@ def test_paper_numbers_are_found_for_the_papers_settings():
 
 
 def page(monkeypatch, root: Path, lang: str = "en"):
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(PAGE, default_timeout=180)
-    at.session_state["lang"] = lang
-    return at.run()
+    return open_page("autoencoder", monkeypatch, root, lang, timeout=180)
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])

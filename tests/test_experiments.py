@@ -8,20 +8,11 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
-
-PAGE = str(ROOT / "views" / "experiments.py")
+from tests.conftest import open_page
 
 
 def page(monkeypatch, root, lang: str = "en") -> AppTest:
-    import streamlit as st
-
-    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["lang"] = lang
-    return at.run()
+    return open_page("experiments", monkeypatch, root, lang)
 
 
 def wait_for_jobs(timeout: float = 300) -> None:
