@@ -44,6 +44,7 @@ class Job:
     message: str = ""  # divergence reason or error, for people
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     version: int = 0  # bumped on every update: readers redraw only when it changed
+    map_after: bool = True  # compute the test set's t-SNE map once the run is stored
 
     @property
     def is_final(self) -> bool:
@@ -94,12 +95,15 @@ class JobQueue:
         atexit.register(self.shutdown)
 
     # -- the pages' side -------------------------------------------------------------------
-    def submit(self, cfg: RunConfig, owner: str) -> Job:
-        """Queue a run (validated first: a bad config raises UserError here, not later)."""
+    def submit(self, cfg: RunConfig, owner: str, map_after: bool = True) -> Job:
+        """Queue a run (validated first: a bad config raises UserError here, not later).
+
+        ``map_after=False``: no t-SNE map right after training (an experiment's many runs
+        would each wait for one; the Embeddings page computes it if someone asks)."""
         from core.runs import resolve
 
         resolve(cfg, self.store)
-        job = Job(uuid.uuid4().hex[:12], owner, cfg)
+        job = Job(uuid.uuid4().hex[:12], owner, cfg, map_after=map_after)
         with self._lock:
             self._jobs[job.id] = job
             self._order.append(job.id)
@@ -213,7 +217,7 @@ class JobQueue:
                 job.run_id, job.cache_hit = event.run_id, event.cache_hit
                 job.history = {k: list(v) for k, v in event.meta["history"].items()}
                 self._finish(job, "done", "")
-                if not event.cache_hit and self.precompute_maps:
+                if not event.cache_hit and self.precompute_maps and job.map_after:
                     self._precompute_maps(job, event)
                 return
             job.version += 1

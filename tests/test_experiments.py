@@ -93,6 +93,7 @@ def test_ablations_run_from_the_page_and_a_divergence_is_marked(monkeypatch, tmp
         at.button(key="ab_run").click().run()
         wait_for_jobs()
         assert len(jobs()._jobs) == queued + states.count("diverged at epoch 1")
+        assert not list((tmp_path / "embeddings").glob("*.npy"))  # experiments skip maps
     finally:
         jobs().shutdown()
 
@@ -129,3 +130,26 @@ def test_a_bad_grid_is_one_message(monkeypatch, tmp_path):
     at.run()
     assert not at.exception, at.exception
     assert any("cannot read 'lots'" in e.value for e in at.error)
+
+
+def test_experiment_jobs_skip_the_map_other_jobs_compute_it(tmp_path):
+    from dataclasses import replace
+
+    from core.jobs import JobQueue
+    from core.store import Store
+    from tests.conftest import TINY
+
+    queue = JobQueue(Store(tmp_path))
+    try:
+        plain = queue.submit(TINY, "me")
+        experiment = queue.submit(replace(TINY, train=replace(TINY.train, seed=1)), "me",
+                                  map_after=False)  # fmt: skip
+        deadline = time.time() + 180
+        while not (plain.is_final and experiment.is_final) and time.time() < deadline:
+            time.sleep(0.1)
+        assert plain.state == experiment.state == "done"
+    finally:
+        queue.shutdown()
+    maps = [p.name for p in (tmp_path / "embeddings").glob("*.npy")]
+    assert any(name.startswith(plain.run_id) for name in maps)
+    assert not any(name.startswith(experiment.run_id) for name in maps)

@@ -58,7 +58,7 @@ def submit(variants: list[sweep.Variant]) -> None:
     for v in variants:
         run_id = resolve(v.cfg, store())[1]
         if store().meta(run_id) is None and run_id not in pending:
-            jobs().submit(v.cfg, user())
+            jobs().submit(v.cfg, user(), map_after=False)  # eleven maps would delay the runs
             queued += 1
     st.toast(t("ex_submitted", n=queued, stored=len(variants) - queued))
 
