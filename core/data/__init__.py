@@ -61,6 +61,15 @@ def _digits_source() -> Source:
 
 
 @functools.lru_cache(maxsize=8)
+def _unzipped(path: str, _mtime_ns: int, _size: int) -> str:
+    """A zip's class folders, extracted safely into the user cache (once per zip content;
+    the key's time and size make a replaced zip count as new)."""
+    from core.data import archive
+
+    return str(archive.extract(path))
+
+
+@functools.lru_cache(maxsize=8)
 def _folder_source(path: str) -> Source:
     from core.data import folder
 
@@ -79,7 +88,10 @@ def describe(cfg: DataConfig) -> Source:
         path = Path(cfg.dataset).expanduser()
         if not path.exists():
             raise UserError(f"dataset {cfg.dataset!r} does not exist; use a folder of class "
-                            f"folders, {' or '.join(BUILTIN)}")  # fmt: skip
+                            f"folders, a zip of them, {' or '.join(BUILTIN)}")  # fmt: skip
+        if path.is_file():
+            about = path.stat()
+            return _folder_source(_unzipped(str(path.resolve()), about.st_mtime_ns, about.st_size))
         return _folder_source(str(path.resolve()))
     source = _fashion_source(cfg.data_dir)
     if source is not None:
