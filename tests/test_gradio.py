@@ -382,3 +382,15 @@ def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
         assert "%" in answer.inner_text()
         assert ("Red marks" in note.inner_text()) == (lang == "en")
         browser.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
+def test_the_tab_beside_streamlit_leaves_the_cores_to_training():
+    from ui.classify_server import ClassifyServer
+
+    server = ClassifyServer("127.0.0.1")
+    try:
+        environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        server.stop()
+    assert b"CNN_CLASSROOM_THREADS=1" in environ and b"OMP_NUM_THREADS=1" in environ

@@ -68,10 +68,14 @@ class ClassifyServer:
         wanted = port or int(os.environ.get("CNN_CLASSROOM_GRADIO_PORT", DEFAULT_PORT))
         self.port = _pick_port(self.bind, wanted)
         self.log = Path(tempfile.gettempdir()) / f"cnn-classroom-gradio-{self.port}.log"
+        # One intra-op thread: a drawing takes milliseconds on one core, and the cores belong
+        # to this server's training queue; a tab that ran its own threads beside a training
+        # run oversubscribed them and slowed both many times over.
+        env = {**os.environ, "CNN_CLASSROOM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "gradio_app.py"), "--host", self.bind,
              "--port", str(self.port), "--parent", str(os.getpid())],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
         )  # fmt: skip
         atexit.register(self.stop)
 
