@@ -202,10 +202,30 @@ def parallel(rows: list[dict]) -> go.Figure | None:
     return fig
 
 
-@st.fragment(run_every=2)
+PENDING = ("queued", "waiting", "running")
+
+
 def results(variants: list[sweep.Variant], key: str, label=None) -> None:
-    """Redrawn every 2 s from the store and the jobs; the page itself never trains."""
+    """The experiment's results; redrawn every 2 s only while one of its runs is pending
+    (reading every run's metadata has a cost a class of 30 would multiply)."""
     rows = collect(variants)
+    if any(r["state"] in PENDING for r in rows):
+        live_results(variants, key, label)
+    else:
+        draw(rows, key, label)
+
+
+@st.fragment(run_every=2)
+def live_results(variants: list[sweep.Variant], key: str, label) -> None:
+    """Redrawn from the store and the jobs; the page itself never trains. When the last run
+    ends, one full rerun draws the results once more without the timer."""
+    rows = collect(variants)
+    draw(rows, key, label)
+    if not any(r["state"] in PENDING for r in rows):
+        st.rerun()
+
+
+def draw(rows: list[dict], key: str, label) -> None:
     if all(r["state"] == "none" for r in rows):
         st.caption(t("ex_not_run"))
         return
