@@ -45,11 +45,14 @@ def use_bf16(device: torch.device, setting: str = "auto") -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+THREADS_ENV = "CNN_CLASSROOM_THREADS"
+
+
 def threads() -> int:
     """Intra-op threads for training: one per core, unless CNN_CLASSROOM_THREADS says fewer
-    (a sweep worker that shares the cores with other workers)."""
+    (a sweep worker, or the classify tab, sharing the cores with other work)."""
     try:
-        return max(1, int(os.environ["CNN_CLASSROOM_THREADS"]))
+        return max(1, int(os.environ[THREADS_ENV]))
     except (KeyError, ValueError):
         return cores()
 

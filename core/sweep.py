@@ -33,8 +33,8 @@ from core.config import (
     to_dict,
     validate,
 )
+from core.device import THREADS_ENV
 
-THREADS_ENV = "CNN_CLASSROOM_THREADS"  # intra-op threads of one sweep worker (device.cores)
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 ALIASES = {"model": ("model", "name")}  # "model=cnn_bn|mlp" sweeps the architecture
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -259,8 +259,7 @@ def _trial(config: dict) -> None:
     """A Ray Tune trial: the same ``run_one`` as a local worker, its row reported as JSON."""
     from ray import tune
 
-    v = config["variant"]
-    os.environ[THREADS_ENV] = str(v["threads"])
+    v = config["variant"]  # the threads come from the job's runtime_env (run_ray)
     row = run_one(v["name"], v["cfg"], v["store"], v["params"])
     tune.report({"row": json.dumps(row), "status": row["status"]})
 
@@ -285,8 +284,8 @@ def run_ray(variants: list[Variant], store: str | None, address: str,
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UserError(f"cannot reach a Ray cluster at {address}: {e}") from None
     try:
-        space = [{"name": v.name, "cfg": to_dict(v.cfg), "store": store, "params": v.params,
-                  "threads": threads} for v in variants]  # fmt: skip
+        space = [{"name": v.name, "cfg": to_dict(v.cfg), "store": store, "params": v.params}
+                 for v in variants]  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="cnn-classroom-tune-") as scratch:
             tuner = tune.Tuner(
                 tune.with_resources(_trial, {"cpu": threads}),

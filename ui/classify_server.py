@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.device import THREADS_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 7860
 # A host name or an address, as a Host header may carry one (anything else is not used).
@@ -71,7 +73,7 @@ class ClassifyServer:
         # One intra-op thread: a drawing takes milliseconds on one core, and the cores belong
         # to this server's training queue; a tab that ran its own threads beside a training
         # run oversubscribed them and slowed both many times over.
-        env = {**os.environ, "CNN_CLASSROOM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, THREADS_ENV: "1", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "gradio_app.py"), "--host", self.bind,
              "--port", str(self.port), "--parent", str(os.getpid())],
