@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import UserError, seed001
-from core.config import ENCODER_MODES, ModelConfig, RunConfig, to_dict
+from core.config import ENCODER_MODES, TUNE_MODES, ModelConfig, RunConfig, to_dict
 
 # Flags that map one-to-one onto TrainConfig fields (flag name = field name with dashes).
 TRAIN_FLAGS = {
@@ -41,7 +41,7 @@ TRAIN_FLAGS = {
 
 # Flags that map one-to-one onto ModelConfig fields.
 MODEL_FLAGS = ("hidden", "dropout", "width", "latent", "pooling", "encoder", "encoder_mode",
-               "stages", "kernel", "no_relu", "no_pool", "skip")  # fmt: skip
+               "stages", "kernel", "no_relu", "no_pool", "skip", "tune", "resolution")  # fmt: skip
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
@@ -113,7 +113,8 @@ def config_flags(t: argparse.ArgumentParser) -> None:
     """The flags that describe one run (train, and the base of ablate and sweep)."""
     t.add_argument("--model", help="registry name (see: python -m core models)")
     t.add_argument("--preset", help="start from a named configuration (see: presets)")
-    t.add_argument("--dataset", help="fashion-mnist (default) or digits")
+    t.add_argument("--dataset", help="fashion-mnist (default), digits, or a folder or zip of "
+                   "class folders (with train/ and val/ or test/ inside, or split here)")
     t.add_argument("--data-dir", help="folder with Fashion-MNIST's *-ubyte.gz files")
     t.add_argument("--val-size", type=int, help="validation images held out of training")
     t.add_argument("--train-limit", type=int, help="train on the first N images only")
@@ -138,6 +139,11 @@ def config_flags(t: argparse.ArgumentParser) -> None:
                        ("skip", "removed whole")):  # fmt: skip
         t.add_argument("--" + name.replace("_", "-"), type=stage_numbers,
                        help=f"cnn_stages: stages (from 1) {what}, e.g. 2,3")  # fmt: skip
+    t.add_argument("--tune", choices=TUNE_MODES,
+                   help="backbones: train the head only (frozen), the last stage too (top, "
+                   "the default) or everything (all)")  # fmt: skip
+    t.add_argument("--resolution", type=int,
+                   help="backbones: side the network sees (default: the images', at least 96)")
 
 
 def runner_flags(p: argparse.ArgumentParser) -> None:
@@ -162,12 +168,14 @@ def stage_numbers(text: str) -> tuple[int, ...]:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags describe: a preset (or the defaults), then each given flag."""
-    from core import presets
+    from core import models, presets
 
     cfg = presets.get(args.preset).config if args.preset else RunConfig()
     if args.model:
         if args.preset and args.model != cfg.model.name:
             raise UserError(f"preset {args.preset} trains {cfg.model.name}, not {args.model}")
+        if not args.preset:
+            cfg = models.with_recipe(cfg, args.model)
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
@@ -175,11 +183,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             for k in ("dataset", "data_dir", "val_size", "train_limit", "image_size")}  # fmt: skip
     train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
     model = {k: getattr(args, k) for k in MODEL_FLAGS}
-    return RunConfig(
+    cfg = RunConfig(
         data=replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
         model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
         train=replace(cfg.train, **{k: v for k, v in train.items() if v is not None}),
     )
+    return models.sized_for(cfg)
 
 
 def cmd_models(_args) -> int:
@@ -187,7 +196,7 @@ def cmd_models(_args) -> int:
 
     for e in models.list_models():
         options = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
-        print(f"{e.name:<10} {e.summary}  [{options}]")
+        print(f"{e.name:<18} {e.summary}  [{options}]")
     return 0
 
 

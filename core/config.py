@@ -14,6 +14,7 @@ from core import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ENCODER_MODES = ("finetune", "frozen", "random")  # ae_classifier: how the encoder starts
+TUNE_MODES = ("frozen", "top", "all")  # backbones: fixed features, last stage, everything
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 TUPLE_FIELDS = ("hidden", "stages", "no_relu", "no_pool", "skip")  # ModelConfig int tuples
 
@@ -43,6 +44,8 @@ class ModelConfig:
     no_relu: tuple[int, ...] | None = None  # cnn_stages: stages (from 1) without their ReLU
     no_pool: tuple[int, ...] | None = None  # cnn_stages: stages without their max-pool
     skip: tuple[int, ...] | None = None  # cnn_stages: stages removed whole (conv and pool)
+    tune: str | None = None  # backbones: frozen | top | all (what trains; see models)
+    resolution: int | None = None  # backbones: side the network sees; None: from the images
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if m.encoder_mode is not None and m.encoder_mode not in ENCODER_MODES:
         raise UserError(f"unknown encoder mode {m.encoder_mode!r}; choose from "
                         f"{', '.join(ENCODER_MODES)}")  # fmt: skip
+    if m.tune is not None and m.tune not in TUNE_MODES:
+        raise UserError(f"unknown tune mode {m.tune!r}; choose from {', '.join(TUNE_MODES)}")
+    if m.resolution is not None and not 32 <= m.resolution <= 512:
+        raise UserError(f"resolution must be between 32 and 512 pixels (got {m.resolution})")
     _validate_stages(m)
     if m.name == "ae_classifier" and not m.encoder:
         raise UserError("ae_classifier needs --encoder RUN_ID: a stored conv_autoencoder run")

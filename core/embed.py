@@ -31,7 +31,6 @@ from core import UserError
 
 METHODS = ("pca", "tsne", "umap")
 PCA_DIMS = 50  # t-SNE and UMAP see this many principal components, not the raw features
-FEATURE_BATCH = 2048  # images per forward pass (no gradients: memory stays small)
 # openTSNE's defaults are 250 + 500 iterations on a fine FFT grid (one interval per unit of
 # map, at least 50). On Fashion-MNIST's 10,000 test points, 100 + 150 iterations on a grid
 # half as fine give the same clusters (10-NN accuracy in the map within 0.002 of the default's)
@@ -71,19 +70,20 @@ def cache_home() -> Path:
 
 
 # -- features ------------------------------------------------------------------------------
-def features(model, images_uint8: np.ndarray, batch: int = FEATURE_BATCH) -> np.ndarray:
-    """Penultimate embedding (N, D) float32 of uint8 images (N, C, H, W)."""
+def features(model, images_uint8: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """Penultimate embedding (N, D) float32 of uint8 images (N, C, H, W), ``batch`` images
+    per pass (default: the model's evaluation batch)."""
     import torch
 
     from core.device import set_threads
-    from core.train import to_float
+    from core.train import eval_batch, to_float
 
     set_threads()
     dev = next(model.parameters()).device
     x = torch.as_tensor(images_uint8)
     was_training = model.training
     model.eval()
-    out = []
+    out, batch = [], batch or eval_batch(model)
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             out.append(model.features(to_float(x[i : i + batch].to(dev))).flatten(1).float().cpu())

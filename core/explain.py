@@ -101,7 +101,7 @@ def _traced_forward(model: nn.Module, x: torch.Tensor, keep_graph: bool):
     handles = [
         m.register_forward_hook(hook(name))
         for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.ReLU)
+        if isinstance(m, nn.Conv2d | nn.ReLU | nn.ReLU6)
     ]
     try:
         logits = model(x)

