@@ -113,8 +113,11 @@ def config_flags(t: argparse.ArgumentParser) -> None:
     """The flags that describe one run (train, and the base of ablate and sweep)."""
     t.add_argument("--model", help="registry name (see: python -m core models)")
     t.add_argument("--preset", help="start from a named configuration (see: presets)")
-    t.add_argument("--dataset", help="fashion-mnist (default), digits, or a folder or zip of "
-                   "class folders (with train/ and val/ or test/ inside, or split here)")
+    t.add_argument(
+        "--dataset",
+        help="fashion-mnist (default), digits, or a folder or zip of "
+        "class folders (with train/ and val/ or test/ inside, or split here)",
+    )
     t.add_argument("--data-dir", help="folder with Fashion-MNIST's *-ubyte.gz files")
     t.add_argument("--val-size", type=int, help="validation images held out of training")
     t.add_argument("--train-limit", type=int, help="train on the first N images only")
@@ -142,8 +145,11 @@ def config_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--tune", choices=TUNE_MODES,
                    help="backbones: train the head only (frozen), the last stage too (top, "
                    "the default) or everything (all)")  # fmt: skip
-    t.add_argument("--resolution", type=int,
-                   help="backbones: side the network sees (default: the images', at least 96)")
+    t.add_argument(
+        "--resolution",
+        type=int,
+        help="backbones: side the network sees (default: the images', at least 96)",
+    )
 
 
 def runner_flags(p: argparse.ArgumentParser) -> None:
@@ -168,14 +174,14 @@ def stage_numbers(text: str) -> tuple[int, ...]:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags describe: a preset (or the defaults), then each given flag."""
-    from core import models, presets
+    from core import presets, recipes
 
     cfg = presets.get(args.preset).config if args.preset else RunConfig()
     if args.model:
         if args.preset and args.model != cfg.model.name:
             raise UserError(f"preset {args.preset} trains {cfg.model.name}, not {args.model}")
         if not args.preset:
-            cfg = models.with_recipe(cfg, args.model)
+            cfg = recipes.with_recipe(cfg, args.model)
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
@@ -188,7 +194,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
         train=replace(cfg.train, **{k: v for k, v in train.items() if v is not None}),
     )
-    return models.sized_for(cfg)
+    return recipes.sized_for(cfg)
 
 
 def cmd_models(_args) -> int:

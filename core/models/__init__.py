@@ -22,21 +22,18 @@ class Entry:
     factory: Factory
     summary: str  # one line for pickers and ``python -m core models``
     defaults: dict  # the ModelConfig fields this model reads, with its defaults
-    recipe: dict  # TrainConfig values it trains best with, unless given (backbones: photos)
-    image_size: int | None  # the side folder datasets are decoded at for it; None: theirs
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, summary: str, recipe: dict | None = None, image_size: int | None = None,
-             **defaults):  # fmt: skip
+def register(name: str, summary: str, **defaults):
     """Decorator: ``@register("mlp", "one hidden layer", hidden=(256,), dropout=0.2)``."""
 
     def wrap(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = Entry(name, factory, summary, defaults, recipe or {}, image_size)
+        _REGISTRY[name] = Entry(name, factory, summary, defaults)
         return factory
 
     return wrap
@@ -57,28 +54,6 @@ def get(name: str) -> Entry:
     if name not in _REGISTRY:
         raise UserError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
-
-
-def with_recipe(cfg, name: str):
-    """``cfg`` (a RunConfig) with model ``name``'s training recipe (what a backbone trains
-    best with on photos); the caller's own values come after it."""
-    from dataclasses import replace
-
-    return replace(cfg, train=replace(cfg.train, **get(name).recipe))
-
-
-def sized_for(cfg):
-    """``cfg`` with a folder dataset decoded at the model's side (224 for ImageNet
-    backbones) unless an image size was given; built-in datasets keep theirs (a backbone
-    enlarges Fashion-MNIST itself, on the fly)."""
-    from dataclasses import replace
-
-    from core.data import BUILTIN
-
-    size = get(cfg.model.name).image_size
-    if size is None or cfg.data.image_size is not None or cfg.data.dataset in BUILTIN:
-        return cfg
-    return replace(cfg, data=replace(cfg.data, image_size=size))
 
 
 def build(model_cfg, spec: InputSpec) -> Classifier:

