@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from core import UserError
 
 MAX_PIXELS = 40_000_000  # larger images are refused before any pixel is decoded
+MAX_UPLOAD_MB = 20  # an image upload larger than this is refused by the page's uploader
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # Pillow format names an upload may have
 
 

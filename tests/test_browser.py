@@ -224,3 +224,43 @@ def test_the_classify_page_embeds_the_tab_and_a_drawing_gets_an_answer(server, b
     )
     assert "%" in frame.locator("#answer-es").inner_text()
     assert_clean(page, errors)
+
+
+def test_a_zip_of_photos_trains_and_the_classify_tab_answers_with_its_classes(
+    server, browser, tmp_path
+):
+    """Issue 7: drop a zip of class folders on the Train page, train efficientnet_lite0 on
+    it, then drop a photo on the classify tab: the answer names the zip's own classes."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_backbone import write_photos
+
+    folder = write_photos(tmp_path / "bugs")
+    zipped = shutil.make_archive(str(tmp_path / "bugs"), "zip", tmp_path, "bugs")
+    page, errors = open_page(browser, f"{server}/train")
+    choose(page, "Model", "efficientnet_lite0")
+    page.get_by_text("Your own photos").click()
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(zipped)
+    page.get_by_text("bugs.zip: 16 images in 2 classes").wait_for(timeout=60_000)
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("Finished and saved").wait_for(timeout=180_000)
+    assert_clean(page, errors)
+
+    page.goto(f"{server}/classify")
+    frame = page.wait_for_selector("iframe", timeout=90_000).content_frame()
+    frame.wait_for_selector("#sketch-en canvas", timeout=60_000)
+    frame.wait_for_function("() => document.body.innerText.includes('available')",
+                            timeout=60_000)  # fmt: skip
+    frame.get_by_label("Trained model").click()
+    frame.get_by_role("option").filter(has_text="efficientnet_lite0 · bugs").first.click()
+    frame.get_by_role("tab", name="Photo").click()
+    frame.locator("#photo-en input[type=file]").set_input_files(folder / "ants" / "0.jpg")
+    frame.wait_for_function(
+        "() => /ants[\\s\\S]*bees|bees[\\s\\S]*ants/.test("
+        "document.querySelector('#answer-en').innerText)", timeout=60_000
+    )  # fmt: skip
+    assert "288×288 colour" in frame.locator("#note-en").inner_text()
+    assert_clean(page, errors)

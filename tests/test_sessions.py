@@ -37,9 +37,9 @@ def start_digits_run(seed: int) -> AppTest:
     cnn_bn keep the one worker busy for the whole test (the fixture stops every run)."""
     at = AppTest.from_file(TRAIN, default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
-    at.selectbox(key="—_dataset").set_value("digits")
-    at.number_input(key="—_epochs").set_value(200)
-    at.number_input(key="—_seed").set_value(seed)
+    at.selectbox(key="train_dataset").set_value("digits")
+    at.number_input(key="—_cnn_bn_epochs").set_value(200)
+    at.number_input(key="—_cnn_bn_seed").set_value(seed)
     at.run()
     next(b for b in at.button if b.label == "Start").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -15,6 +15,7 @@ from ui.text import run_label
 TOP_K = 3
 FILTER_COLUMNS = 16  # kernels a row in the filter grid
 MAP_COLUMNS = 8  # feature maps a row
+MAX_MAPS = 64  # maps drawn per layer (a backbone's layers have up to 1,280)
 GRID_WIDTH = 480  # pixels a grid is enlarged to, about (whole multiples: crisp pixels)
 FILTER_WIDTH = 640
 FILTER_GAP = (110, 150, 210)  # blue-grey: no weight's grey level, so kernels stay apart
@@ -86,6 +87,7 @@ def upload_ui(meta: dict):
     spec = meta["input"]
     mode = t("ins_grey") if spec["channels"] == 1 else t("ins_colour")
     file = st.file_uploader(t("ins_upload"), type=UPLOAD_TYPES, key="ins_upload",
+                            max_upload_size=preprocess.MAX_UPLOAD_MB,
                             help=t("ins_upload_help", mode=mode, size=spec["size"]))  # fmt: skip
     if file is None:
         st.info(t("ins_upload_prompt"))
@@ -171,7 +173,9 @@ def maps_section(model, image) -> None:
         label = t("ins_layer", i=i + 1, name=name, n=n, h=h, w=w)
         with st.expander(label, expanded=i == 0):
             st.caption(t(f"ins_layer_{depth}"))
-            picture(explain.tile(m, MAP_COLUMNS), GRID_WIDTH)
+            if n > MAX_MAPS:
+                st.caption(t("ins_first_maps", shown=MAX_MAPS, n=n))
+            picture(explain.tile(m[:MAX_MAPS], MAP_COLUMNS), GRID_WIDTH)
 
 
 def main() -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-from core import UserError, models, presets
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from core import UserError, models, presets, recipes
+from core.config import TUNE_MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.data import BUILTIN
+from ui import datasets as photo_sets
 from ui.charts import curves
 from ui.i18n import t
 from ui.state import jobs, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
 CUSTOM = "—"
 
 
@@ -22,15 +27,17 @@ def options_ui() -> RunConfig:
     preset = st.selectbox(t("tr_start_from"), names, format_func=labels.get,
                           help=t("tr_help_preset"))  # fmt: skip
     base = presets.get(preset).config if preset != CUSTOM else RunConfig()
-    k = f"{preset}_"  # widget keys per preset: picking a preset resets the form to it
     model_names = [e.name for e in models.list_models()]
     c1, c2, c3 = st.columns(3)
     with c1:
         name = st.selectbox(t("tr_model"), model_names, index=model_names.index(base.model.name),
-                            help=t("tr_help_model"), key=k + "model")  # fmt: skip
+                            help=t("tr_help_model"), key=f"{preset}_model")  # fmt: skip
+        if preset == CUSTOM:  # a backbone starts from its own recipe (core.recipes)
+            base = recipes.with_recipe(base, name)
+        # Widget keys per preset and model: picking either resets the form to its defaults.
+        k = f"{preset}_{name}_"
         defaults = models.get(name).defaults
-        dataset = st.selectbox(t("tr_dataset"), ["fashion-mnist", "digits"],
-                               help=t("tr_help_dataset"), key=k + "dataset")  # fmt: skip
+        dataset = dataset_ui()
         epochs = st.number_input(t("tr_epochs"), 1, 200, base.train.epochs,
                                  help=t("tr_help_epochs"), key=k + "epochs")  # fmt: skip
         batch = st.select_slider(t("tr_batch"), BATCH_SIZES, base.train.batch_size,
@@ -55,27 +62,22 @@ def options_ui() -> RunConfig:
         smoothing = st.slider(t("tr_smoothing"), 0.0, 0.3, base.train.label_smoothing, 0.05,
                               help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
     with c3:
-        dropout = st.slider(t("tr_dropout"), 0.0, 0.9, float(defaults["dropout"]), 0.05,
-                            help=t("tr_help_dropout"), key=k + name + "drop")  # fmt: skip
-        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, defaults["hidden"])),
-                               help=t("tr_help_hidden"), key=k + name + "hidden")  # fmt: skip
+        model_options = model_options_ui(defaults, k)
         l1 = st.number_input(t("tr_l1"), 0.0, 1.0, base.train.l1, format="%.0e",
                              step=1e-5, help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
         l2 = st.number_input(t("tr_l2"), 0.0, 1.0, base.train.l2, format="%.0e",
                              step=1e-4, help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
-        jitter = st.slider(t("tr_jitter"), 0, 4, base.train.jitter, help=t("tr_help_jitter"),
-                           key=k + "jitter")  # fmt: skip
+        photos = dataset not in BUILTIN
+        jitter = st.slider(t("tr_jitter"), 0, 32 if photos else 4, base.train.jitter,
+                           help=t("tr_help_jitter"), key=k + ("jitter_photos" if photos
+                                                              else "jitter"))  # fmt: skip
         hflip = st.checkbox(t("tr_hflip"), base.train.hflip, help=t("tr_help_hflip"),
                             key=k + "hflip")  # fmt: skip
         oversample = st.checkbox(t("tr_oversample"), base.train.oversample,
                                  help=t("tr_help_oversample"), key=k + "over")  # fmt: skip
-    try:
-        sizes = tuple(int(h) for h in hidden.replace(" ", "").split(",") if h)
-    except ValueError:
-        raise UserError(t("tr_bad_hidden")) from None
-    return RunConfig(
+    cfg = RunConfig(
         data=DataConfig(dataset=dataset),
-        model=ModelConfig(name, hidden=sizes or None, dropout=dropout),
+        model=ModelConfig(name, **model_options),
         train=TrainConfig(
             epochs=int(epochs), batch_size=batch, lr=lr, optimizer=optimizer,
             schedule=schedule, early_stopping=int(early), seed=int(seed),
@@ -83,6 +85,90 @@ def options_ui() -> RunConfig:
             oversample=oversample, weight_decay=base.train.weight_decay,
         ),
     )  # fmt: skip
+    return recipes.sized_for(cfg)
+
+
+def model_options_ui(defaults: dict, k: str) -> dict:
+    """The options the picked model reads (dropout; hidden sizes; a backbone's mode and
+    resolution), as ModelConfig fields."""
+    options: dict = {}
+    if "dropout" in defaults:
+        options["dropout"] = st.slider(t("tr_dropout"), 0.0, 0.9, float(defaults["dropout"]),
+                                       0.05, help=t("tr_help_dropout"), key=k + "drop")  # fmt: skip
+    if "hidden" in defaults:
+        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, defaults["hidden"])),
+                               help=t("tr_help_hidden"), key=k + "hidden")  # fmt: skip
+        try:
+            options["hidden"] = tuple(int(h) for h in hidden.replace(" ", "").split(",") if h)
+        except ValueError:
+            raise UserError(t("tr_bad_hidden")) from None
+        options["hidden"] = options["hidden"] or None
+    if "tune" in defaults:
+        labels = {m: t(f"tr_tune_{m}") for m in TUNE_MODES}
+        options["tune"] = st.selectbox(t("tr_tune"), TUNE_MODES, format_func=labels.get,
+                                       index=TUNE_MODES.index(defaults["tune"]),
+                                       help=t("tr_help_tune"), key=k + "tune")  # fmt: skip
+        auto = t("tr_auto")
+        sides = [auto, 96, 128, 160, 192, 224, 256, 288, 320]
+        side = st.selectbox(t("tr_resolution"), sides, help=t("tr_help_resolution"),
+                            key=k + "res")  # fmt: skip
+        options["resolution"] = None if side == auto else int(side)
+    return options
+
+
+def dataset_ui(key: str = "train_dataset") -> str:
+    """The dataset picked: a built-in one, one of this visitor's uploaded zips, or a folder
+    the teacher offers; its class balance, and an upload box for a new zip."""
+    own = {**photo_sets.uploads(store().root, user()), **photo_sets.offered_folders()}
+    names = {d: d for d in BUILTIN} | {path: shown for shown, path in own.items()}
+    if st.session_state.get(key) not in names:  # an upload gone, a folder no longer offered
+        st.session_state.pop(key, None)
+    dataset = st.selectbox(t("tr_dataset"), list(names), format_func=names.get,
+                           help=t("tr_help_dataset"), key=key)  # fmt: skip
+    with st.expander(t("tr_photos"), expanded=dataset not in BUILTIN):
+        st.caption(t("tr_photos_explain"))
+        st.file_uploader(t("tr_upload"), type=["zip"], key="dataset_zip",
+                         max_upload_size=photo_sets.MAX_ZIP_MB, help=t("tr_help_upload"),
+                         on_change=_uploaded, args=(key,))  # fmt: skip
+        if problem := st.session_state.get("dataset_zip_error"):
+            st.error(problem)
+        if dataset not in BUILTIN:
+            balance_view(dataset)
+    return dataset
+
+
+def _uploaded(key: str) -> None:
+    """The upload box changed (runs before the page): keep a usable zip and pick it."""
+    st.session_state.pop("dataset_zip_error", None)
+    file = st.session_state.get("dataset_zip")
+    if file is None:
+        return
+    path = photo_sets.save_upload(store().root, user(), file.name, file.getvalue())
+    try:
+        photo_sets.check(str(path))
+    except UserError as e:
+        photo_sets.forget_upload(path)
+        st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=file.name, why=str(e))
+    else:
+        st.session_state[key] = str(path)
+
+
+def balance_view(path: str) -> None:
+    """Images per class and split of a photo dataset, and what was skipped."""
+    try:
+        info = photo_sets.check(path)
+    except UserError as e:
+        st.error(t("tr_bad_dataset", name=Path(path).name, why=str(e)))
+        raise UserError(t("tr_pick_other")) from None
+    st.caption(t("tr_balance", name=info.name, n=info.total, c=len(info.classes)))
+    rows = {t(f"tr_split_{split}"): counts for split, counts in info.counts.items()}
+    st.bar_chart(pd.DataFrame(rows, index=list(info.classes)), horizontal=True,
+                 height=90 + 24 * min(len(info.classes), 30), x_label=t("tr_images"),
+                 y_label="")  # fmt: skip
+    if info.skipped:
+        st.caption(t("tr_skipped", n=info.skipped))
+    if info.ratio > 1.5:
+        st.warning(t("tr_imbalanced", ratio=f"{info.ratio:.1f}"))
 
 
 def _preset_label(name: str) -> str:
