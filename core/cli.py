@@ -181,7 +181,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if args.preset and args.model != cfg.model.name:
             raise UserError(f"preset {args.preset} trains {cfg.model.name}, not {args.model}")
         if not args.preset:
-            cfg = recipes.with_recipe(cfg, args.model)
+            cfg = recipes.with_recipe(cfg, args.model, args.dataset or cfg.data.dataset)
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")

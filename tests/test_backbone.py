@@ -165,6 +165,7 @@ def test_a_photo_folder_trains_from_the_command_line_and_classifies_with_its_nam
     # The model's recipe and photo size, unless given: frozen backbone, 288 pixels, flips.
     assert cfg["model"]["tune"] is None and cfg["data"]["image_size"] == 288
     assert cfg["train"]["batch_size"] == 32 and cfg["train"]["hflip"] is True
+    assert cfg["train"]["jitter"] == 16 and cfg["train"]["oversample"] is True
     assert cfg["train"]["epochs"] == 2  # a flag beats the recipe
     assert run["test"]["support"] >= 2 and {"ants", "bees"} == set(run["test"]["per_class"])
     assert "top3_accuracy" in run["test"] and "roc_auc_macro" in run["test"]

@@ -72,14 +72,18 @@ def test_train_page_trains_a_backbone_on_an_offered_folder(tmp_path, monkeypatch
     monkeypatch.setenv(photo_sets.ENV_FOLDERS, str(tmp_path / "class"))
     at = open_page("train", monkeypatch, tmp_path / "store")
     at.selectbox(key="—_model").set_value("efficientnet_lite0").run()
-    # The backbone's recipe fills the form, and its own options appear.
-    assert at.number_input(key="—_efficientnet_lite0_epochs").value == 8
-    assert at.selectbox(key="—_efficientnet_lite0_tune").value == "frozen"
+    # The backbone's recipe fills the form, and its own options appear; on Fashion-MNIST's
+    # 28-pixel images without the photos' 16-pixel shift.
+    assert at.number_input(key="—_efficientnet_lite0_builtin_epochs").value == 8
+    assert at.selectbox(key="—_efficientnet_lite0_builtin_tune").value == "frozen"
+    assert at.slider(key="—_efficientnet_lite0_builtin_jitter").value == 0
     at.selectbox(key="train_dataset").set_value(str((tmp_path / "class" / "bugs").resolve()))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("bugs: 16 images in 2 classes" in c.value for c in at.caption)
-    at.number_input(key="—_efficientnet_lite0_epochs").set_value(1).run()
+    assert at.slider(key="—_efficientnet_lite0_photos_jitter").value == 16
+    assert at.checkbox(key="—_efficientnet_lite0_photos_over").value  # balances if need be
+    at.number_input(key="—_efficientnet_lite0_photos_epochs").set_value(1).run()
     next(b for b in at.button if b.label == "Start").click().run()
     from ui.state import jobs
 

@@ -32,12 +32,13 @@ def options_ui() -> RunConfig:
     with c1:
         name = st.selectbox(t("tr_model"), model_names, index=model_names.index(base.model.name),
                             help=t("tr_help_model"), key=f"{preset}_model")  # fmt: skip
-        if preset == CUSTOM:  # a backbone starts from its own recipe (core.recipes)
-            base = recipes.with_recipe(base, name)
-        # Widget keys per preset and model: picking either resets the form to its defaults.
-        k = f"{preset}_{name}_"
-        defaults = models.get(name).defaults
         dataset = dataset_ui()
+        photos = dataset not in BUILTIN
+        if preset == CUSTOM:  # a backbone starts from its own recipe (core.recipes)
+            base = recipes.with_recipe(base, name, dataset)
+        # Widget keys per preset, model and kind of data: a change resets the form to them.
+        k = f"{preset}_{name}_{'photos' if photos else 'builtin'}_"
+        defaults = models.get(name).defaults
         epochs = st.number_input(t("tr_epochs"), 1, 200, base.train.epochs,
                                  help=t("tr_help_epochs"), key=k + "epochs")  # fmt: skip
         batch = st.select_slider(t("tr_batch"), BATCH_SIZES, base.train.batch_size,
@@ -67,10 +68,8 @@ def options_ui() -> RunConfig:
                              step=1e-5, help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
         l2 = st.number_input(t("tr_l2"), 0.0, 1.0, base.train.l2, format="%.0e",
                              step=1e-4, help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
-        photos = dataset not in BUILTIN
         jitter = st.slider(t("tr_jitter"), 0, 32 if photos else 4, base.train.jitter,
-                           help=t("tr_help_jitter"), key=k + ("jitter_photos" if photos
-                                                              else "jitter"))  # fmt: skip
+                           help=t("tr_help_jitter"), key=k + "jitter")  # fmt: skip
         hflip = st.checkbox(t("tr_hflip"), base.train.hflip, help=t("tr_help_hflip"),
                             key=k + "hflip")  # fmt: skip
         oversample = st.checkbox(t("tr_oversample"), base.train.oversample,
