@@ -243,6 +243,21 @@ def format_report(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def data_line(meta: dict) -> str:
+    """Where the images came from and how the classes balance in each split."""
+    about = meta["dataset"]
+    counts = about.get("class_counts", {})
+    parts = []
+    for split, n in about["sizes"].items():
+        per_class = counts.get(split)
+        if per_class and len(per_class) <= 12:
+            names = ", ".join(f"{c} {k}" for c, k in zip(meta["classes"], per_class, strict=True))
+            parts.append(f"{split} {n} ({names})")
+        else:
+            parts.append(f"{split} {n}")
+    return f"data {about['source']}: " + "; ".join(parts)
+
+
 def paper_line(model_name: str, dataset: str) -> str | None:
     from core import presets
 
@@ -297,6 +312,7 @@ def cmd_train(args) -> int:
     if not result.cache_hit and not args.no_map:
         _precompute_map(cfg, result, args.store)
     print(f"{meta['model']} on {meta['dataset']['name']}, test set of {meta['test']['support']}")
+    print(data_line(meta))
     if meta.get("task") == "reconstruct":
         print(f"test MSE {meta['test']['mse']:.4f} (pixels in [0, 1])")
         if line := seed001.paper_line(meta["config"]):

@@ -106,6 +106,7 @@ def describe_run(cfg: RunConfig, data, finished) -> dict:
             "identity": data.identity,
             "source": data.source,
             "sizes": {s: len(data.split(s)[1]) for s in ("train", "val", "test")},
+            "class_counts": {s: data.class_counts(s).tolist() for s in ("train", "val", "test")},
         },
         "classes": list(data.classes),
         "input": {k: getattr(spec, k) for k in ("channels", "size", "num_classes", "mean", "std")},
