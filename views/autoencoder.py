@@ -83,7 +83,7 @@ def train_section() -> None:
     if (stored := st.session_state.get(f"{KEY}_stored")) and job is None:
         stored_view(stored)
     elif job is not None:
-        live_view(job.id)
+        (job_view if job.is_final else live_view)(job.id)
     else:
         st.caption(t("ae_train_hint"))
 
@@ -107,7 +107,17 @@ def stored_view(run_id: str) -> None:
 
 @st.fragment(run_every=0.5)
 def live_view(job_id: str) -> None:
-    """Redrawn twice a second from the job's snapshot; the page itself never trains."""
+    """``job_view`` redrawn twice a second while the job runs; the page itself never trains.
+    When the job ends, one full rerun draws its final state without the timer (an open page
+    would otherwise redraw a finished chart forever, on the server and in the browser)."""
+    job_view(job_id)
+    job = jobs().get(job_id, user())
+    if job is None or job.is_final:
+        st.rerun()
+
+
+def job_view(job_id: str) -> None:
+    """A job's state, progress and curves, from its snapshot."""
     job = jobs().get(job_id, user())
     if job is None:
         st.warning(t("tr_job_gone"))
@@ -134,9 +144,6 @@ def live_view(job_id: str) -> None:
                     caption=t("ae_pairs_epoch", epoch=preview["epoch"]))  # fmt: skip
     else:
         right.caption(t("ae_pairs_soon"))
-    if job.is_final and not st.session_state.get(f"final_{job_id}"):
-        st.session_state[f"final_{job_id}"] = True
-        st.rerun()
 
 
 # -- 2. the latent space -------------------------------------------------------------------
@@ -199,8 +206,28 @@ def sweep_section() -> None:
     sweep_results(epochs)
 
 
-@st.fragment(run_every=3)
 def sweep_results(epochs: int) -> None:
+    """The tables, redrawn every 3 s only while one of this visitor's runs for them is
+    pending (a timer on a page left open would redraw them forever)."""
+    if _sweep_pending(epochs):
+        sweep_results_live(epochs)
+    else:
+        draw_sweep(epochs)
+
+
+def _sweep_pending(epochs: int) -> bool:
+    ids = {resolve(cfg, store())[1] for cfg in sweep_configs(epochs).values()}
+    return any(resolve(j.cfg, store())[1] in ids for j in jobs().jobs(user()) if not j.is_final)
+
+
+@st.fragment(run_every=3)
+def sweep_results_live(epochs: int) -> None:
+    draw_sweep(epochs)
+    if not _sweep_pending(epochs):
+        st.rerun()  # once more, without the timer
+
+
+def draw_sweep(epochs: int) -> None:
     configs = sweep_configs(epochs)
     mine = {resolve(j.cfg, store())[1]: j for j in jobs().jobs(user()) if not j.is_final}
     ours, state = {}, {}
@@ -271,11 +298,27 @@ def classifier_section(runs: dict) -> None:
     comparison(encoder, runs)
 
 
-@st.fragment(run_every=3)
 def comparison(encoder: str, runs: dict) -> None:
-    pending = [j for j in jobs().jobs(user()) if not j.is_final
-               and j.cfg.model.encoder == encoder]  # fmt: skip
-    if pending:
+    """The three classifiers, redrawn every 3 s only while one of them is pending."""
+    if _classifiers_pending(encoder):
+        comparison_live(encoder, runs)
+    else:
+        draw_comparison(encoder, runs)
+
+
+def _classifiers_pending(encoder: str) -> list:
+    return [j for j in jobs().jobs(user()) if not j.is_final and j.cfg.model.encoder == encoder]
+
+
+@st.fragment(run_every=3)
+def comparison_live(encoder: str, runs: dict) -> None:
+    draw_comparison(encoder, runs)
+    if not _classifiers_pending(encoder):
+        st.rerun()  # once more, without the timer
+
+
+def draw_comparison(encoder: str, runs: dict) -> None:
+    if pending := _classifiers_pending(encoder):
         st.info(t("ae_pending", n=len(pending)))
     done = [m for m in classifier_runs() if m["config"]["model"]["encoder"] == encoder]
     by_mode = {}

@@ -194,7 +194,17 @@ def stored_view(run_id: str) -> None:
 
 @st.fragment(run_every=0.5)
 def live_view(job_id: str) -> None:
-    """Redrawn twice a second from the job's snapshot; the page itself never trains."""
+    """``job_view`` redrawn twice a second while the job runs; the page itself never trains.
+    When the job ends, one full rerun draws its final state without the timer (an open page
+    would otherwise redraw a finished chart forever, on the server and in the browser)."""
+    job_view(job_id)
+    job = jobs().get(job_id, user())
+    if job is None or job.is_final:
+        st.rerun()
+
+
+def job_view(job_id: str) -> None:
+    """A job's state, progress and curves, from its snapshot."""
     job = jobs().get(job_id, user())
     if job is None:
         st.warning(t("tr_job_gone"))
@@ -222,9 +232,6 @@ def live_view(job_id: str) -> None:
         # Drawn from the start (empty axes while queued): the chart is in place, and its
         # first points appear in the same spot as soon as the run reports them.
         st.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"live_{job_id}")
-    if job.is_final and not st.session_state.get(f"final_{job_id}"):
-        st.session_state[f"final_{job_id}"] = True
-        st.rerun()  # once: redraw the page without the stop button
 
 
 def my_jobs_ui() -> None:
@@ -264,7 +271,7 @@ def main() -> None:
     if st.session_state.get("stored") and job is None:
         stored_view(st.session_state.stored)
     elif job is not None:
-        live_view(job.id)
+        (job_view if job.is_final else live_view)(job.id)
     else:  # the empty chart: its curves will grow here (and the chart code is loaded now)
         st.caption(t("tr_curves_here"))
         st.plotly_chart(curves({}), key="empty_curves")
