@@ -66,6 +66,24 @@ def start(cfg, key: str = "job") -> None:
     st.query_params[key] = job.id
 
 
+def show_job(job, view) -> None:
+    """``view(job_id)`` drawn once for a finished job; for a live one, redrawn twice a second
+    until it ends, then once more without the timer (an open page would otherwise redraw a
+    finished chart forever, on the server and in the browser). The page never trains."""
+    if job.is_final:
+        view(job.id)
+    else:
+        _live_job(job.id, view)
+
+
+@st.fragment(run_every=0.5)
+def _live_job(job_id: str, view) -> None:
+    view(job_id)
+    job = jobs().get(job_id, user())
+    if job is None or job.is_final:
+        st.rerun()
+
+
 @st.cache_data(show_spinner=False, ttl=2)
 def stored_runs(task: str = "classify") -> list[dict]:
     """Verified metadata of the stored runs of one task ("classify", or "reconstruct" for

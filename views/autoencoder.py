@@ -14,7 +14,7 @@ from core.config import DataConfig, from_dict
 from core.runs import resolve
 from ui.charts import confusion, curves
 from ui.i18n import class_name, t
-from ui.state import dataset, jobs, start, store, stored_runs, user
+from ui.state import dataset, jobs, show_job, start, store, stored_runs, user
 from ui.text import run_label
 
 KEY = "ae_job"  # this page's job in the session and the URL (the Train page has "job")
@@ -83,7 +83,7 @@ def train_section() -> None:
     if (stored := st.session_state.get(f"{KEY}_stored")) and job is None:
         stored_view(stored)
     elif job is not None:
-        (job_view if job.is_final else live_view)(job.id)
+        show_job(job, job_view)
     else:
         st.caption(t("ae_train_hint"))
 
@@ -103,17 +103,6 @@ def stored_view(run_id: str) -> None:
     left, right = st.columns(2)
     left.plotly_chart(curves(meta["history"]), key=f"ae_curves_{run_id}")
     right.image(stored_pairs(run_id), caption=t("ae_pairs_final"))
-
-
-@st.fragment(run_every=0.5)
-def live_view(job_id: str) -> None:
-    """``job_view`` redrawn twice a second while the job runs; the page itself never trains.
-    When the job ends, one full rerun draws its final state without the timer (an open page
-    would otherwise redraw a finished chart forever, on the server and in the browser)."""
-    job_view(job_id)
-    job = jobs().get(job_id, user())
-    if job is None or job.is_final:
-        st.rerun()
 
 
 def job_view(job_id: str) -> None:

@@ -13,7 +13,7 @@ from core.data import BUILTIN
 from ui import datasets as photo_sets
 from ui.charts import curves
 from ui.i18n import t
-from ui.state import jobs, start, store, user
+from ui.state import jobs, show_job, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
@@ -192,17 +192,6 @@ def stored_view(run_id: str) -> None:
                     key="stored_curves")  # fmt: skip
 
 
-@st.fragment(run_every=0.5)
-def live_view(job_id: str) -> None:
-    """``job_view`` redrawn twice a second while the job runs; the page itself never trains.
-    When the job ends, one full rerun draws its final state without the timer (an open page
-    would otherwise redraw a finished chart forever, on the server and in the browser)."""
-    job_view(job_id)
-    job = jobs().get(job_id, user())
-    if job is None or job.is_final:
-        st.rerun()
-
-
 def job_view(job_id: str) -> None:
     """A job's state, progress and curves, from its snapshot."""
     job = jobs().get(job_id, user())
@@ -271,7 +260,7 @@ def main() -> None:
     if st.session_state.get("stored") and job is None:
         stored_view(st.session_state.stored)
     elif job is not None:
-        (job_view if job.is_final else live_view)(job.id)
+        show_job(job, job_view)
     else:  # the empty chart: its curves will grow here (and the chart code is loaded now)
         st.caption(t("tr_curves_here"))
         st.plotly_chart(curves({}), key="empty_curves")
