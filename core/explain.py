@@ -5,12 +5,13 @@ divided by 255); the model normalises them itself. Everything comes back as nump
 ready to draw, plus helpers that turn them into uint8 pictures (``tile``, ``overlay``,
 ``enlarge``). Used by the "Inside the network" page and the classify tab.
 
-Which tensor is a conv layer's "feature map": the output of the first ``nn.ReLU`` that runs
-after that ``nn.Conv2d`` and before the next one (the layer's activation); when no ReLU
-follows, the conv's own output. In ``cnn_bn`` and ``cnn_small`` a block runs conv ->
-[BatchNorm] -> max-pool -> ReLU, so their maps are the pooled ones (half the conv's side:
-28x28 input -> 12x14x14 and 24x6x6 for cnn_bn); in ``fast`` (conv -> BatchNorm -> ReLU) they
-are 32x14x14 and 64x7x7. Grad-CAM uses the same tensor of the last conv layer.
+Which tensor is a conv layer's "feature map": the output of the first ``nn.ReLU`` (or
+``nn.ReLU6``, in EfficientNet-Lite) that runs after that ``nn.Conv2d`` and before the next
+one (the layer's activation); when no ReLU follows, the conv's own output. In ``cnn_bn`` and
+``cnn_small`` a block runs conv -> [BatchNorm] -> max-pool -> ReLU, so their maps are the
+pooled ones (half the conv's side: 28x28 input -> 12x14x14 and 24x6x6 for cnn_bn); in
+``fast`` (conv -> BatchNorm -> ReLU) they are 32x14x14 and 64x7x7. Grad-CAM uses the same
+tensor of the last conv layer.
 
 Models are shared between sessions (pages cache them), so nothing here leaves a trace on a
 model: hooks are removed, train/eval mode is restored, no ``.grad`` is written, and hooked

@@ -3,7 +3,7 @@
 
 Images are decoded with Pillow under a pixel cap, resized on the shorter side and
 centre-cropped (seed 004's fix for distortion), and held as uint8 arrays like Fashion-MNIST.
-Zips, and the checks a zip needs, come with the upload path (issue 7).
+A zip is first extracted, safely, by ``core.data.archive``; this module then reads the folder.
 """
 
 from __future__ import annotations

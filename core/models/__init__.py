@@ -83,4 +83,5 @@ def parameter_count(name: str, spec: InputSpec | None = None) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Classifier", "InputSpec", "build", "get", "list_models", "register"]
+__all__ = ["Classifier", "InputSpec", "build", "get", "list_models", "parameter_count",
+           "register"]  # fmt: skip
