@@ -278,24 +278,32 @@ def cache_dir(root: str | Path | None = None) -> Path:
 
 def load_cached(key: CacheKey, root: str | Path | None = None) -> np.ndarray | None:
     """The cached (n, 2) projection, or None when absent or not a clean float array."""
-    path = cache_dir(root) / key.filename()
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    ok = arr.dtype == np.float32 and arr.shape == (key.n, 2) and np.isfinite(arr).all()
-    return arr if ok else None
+    return read_array(cache_dir(root) / key.filename(), (key.n, 2))
 
 
 def save_cached(key: CacheKey, coords: np.ndarray, root: str | Path | None = None) -> Path:
     """Write atomically (temporary file, then one rename): readers see all of it or none."""
-    folder = cache_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / key.filename()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
+    return write_array(cache_dir(root) / key.filename(), coords)
+
+
+def read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float32 array of ``shape`` with finite values saved by ``write_array``, or None
+    when absent, damaged or anything else (nothing is ever unpickled)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = arr.dtype == np.float32 and arr.shape == shape and np.isfinite(arr).all()
+    return arr if ok else None
+
+
+def write_array(path: Path, arr: np.ndarray) -> Path:
+    """Save ``arr`` as float32 .npy, atomically (temporary file, then one rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(coords, dtype=np.float32), allow_pickle=False)
+            np.save(f, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -81,8 +81,24 @@ def encoder_weights(cfg: RunConfig, store: Store) -> dict | None:
     return autoencoder.body.state_dict()
 
 
-def describe_run(cfg: RunConfig, data, finished) -> dict:
-    """The metadata stored beside a trained model."""
+def test_probs_path(store: Store, run_id: str):
+    """Where a run's test-set probabilities are kept (beside its maps: derived data, removed
+    with the run)."""
+    from core.embed import cache_dir
+
+    return cache_dir(store.root) / f"{run_id}-test-probs.npy"
+
+
+def stored_test_probs(store: Store, run_id: str, n: int, classes: int):
+    """The (n, classes) probabilities saved when the run was trained, or None."""
+    from core.embed import read_array
+
+    return read_array(test_probs_path(store, run_id), (n, classes))
+
+
+def describe_run(cfg: RunConfig, data, finished, probs=None) -> dict:
+    """The metadata stored beside a trained model (``probs``: its test-set probabilities,
+    when already computed)."""
     import torch
 
     from core import metrics
@@ -94,8 +110,9 @@ def describe_run(cfg: RunConfig, data, finished) -> dict:
         test = {"mse": reconstruction_mse(finished.model, data.x_test),
                 "support": len(data.y_test)}  # fmt: skip
     else:
-        test = metrics.report(data.y_test, predict_proba(finished.model, data.x_test),
-                              data.classes)  # fmt: skip
+        if probs is None:
+            probs = predict_proba(finished.model, data.x_test)
+        test = metrics.report(data.y_test, probs, data.classes)
     spec = InputSpec.of(data)
     return {
         "config": to_dict(cfg),
@@ -132,7 +149,7 @@ def train_or_load(
         yield Stored(run_id, meta, cache_hit=True)
         return
     from core import models
-    from core.train import Diverged, Finished, train  # imports torch: only when training
+    from core.train import Diverged, Finished, predict_proba, task_of, train  # torch: here only
 
     models.get(cfg.model.name)  # an unknown name fails here, listing the valid ones
 
@@ -153,7 +170,14 @@ def train_or_load(
                 if event.stopped:  # a partial run is not what this key promises
                     yield event
                     return
-                meta = store.save(run_id, event.model, describe_run(cfg, data, event))
+                probs = None
+                if task_of(event.model) == "classify":  # once: for the metrics and the pages
+                    probs = predict_proba(event.model, data.x_test)
+                meta = store.save(run_id, event.model, describe_run(cfg, data, event, probs))
+                if probs is not None:
+                    from core.embed import write_array
+
+                    write_array(test_probs_path(store, run_id), probs)
                 yield event
                 yield Stored(run_id, meta, cache_hit=False, model=event.model)
                 return

@@ -419,3 +419,25 @@ def test_delete_removes_the_runs_cached_maps(tmp_path):
     store.delete(gone)
     left = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
     assert left and all(name.startswith(keep) for name in left)
+
+
+def test_test_set_probabilities_are_kept_beside_a_new_run(tmp_path):
+    """Computed once when the run is stored (for its metrics), so the Evaluate and
+    Embeddings pages read them instead of predicting 10,000 images on a first view."""
+    from core import data as datasets
+    from core.runs import stored_test_probs, test_probs_path
+    from core.train import predict_proba
+
+    store = Store(tmp_path)
+    stored = list(train_or_load(TINY, store))[-1]
+    n, classes = stored.meta["dataset"]["sizes"]["test"], len(stored.meta["classes"])
+    probs = stored_test_probs(store, stored.run_id, n, classes)
+    model, meta = store.load_model(stored.run_id)
+    x_test = datasets.load(DataConfig(**meta["config"]["data"])).x_test
+    assert probs is not None and probs.shape == (n, classes)
+    assert abs(probs - predict_proba(model, x_test)).max() < 1e-5
+    assert stored_test_probs(store, stored.run_id, n, classes + 1) is None  # wrong shape
+    test_probs_path(store, stored.run_id).write_bytes(b"not an array")
+    assert stored_test_probs(store, stored.run_id, n, classes) is None  # damaged: recompute
+    store.delete(stored.run_id)
+    assert not test_probs_path(store, stored.run_id).exists()

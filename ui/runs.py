@@ -38,8 +38,19 @@ def data_of(meta: dict):
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def test_probs(run_id: str) -> np.ndarray:
-    """Class probabilities (N, C) of the run's model on its test set."""
+    """Class probabilities (N, C) of the run's model on its test set: as saved when it was
+    trained, or computed now (and saved) for a run from before."""
+    from core.embed import write_array
+    from core.runs import stored_test_probs, test_probs_path
     from core.train import predict_proba
 
+    meta = store().meta(run_id)
+    if meta is None:
+        raise KeyError(run_id)
+    n, classes = meta["dataset"]["sizes"]["test"], len(meta["classes"])
+    if (probs := stored_test_probs(store(), run_id, n, classes)) is not None:
+        return probs
     net, meta = model(run_id)
-    return predict_proba(net, data_of(meta).x_test)
+    probs = predict_proba(net, data_of(meta).x_test)
+    write_array(test_probs_path(store(), run_id), probs)
+    return probs
