@@ -93,7 +93,7 @@ def test_ablations_run_from_the_page_and_a_divergence_is_marked(monkeypatch, tmp
         at.button(key="ab_run").click().run()
         wait_for_jobs()
         assert len(jobs()._jobs) == queued + states.count("diverged at epoch 1")
-        assert not list((tmp_path / "embeddings").glob("*.npy"))  # experiments skip maps
+        assert not list((tmp_path / "embeddings").glob("*-tsne-*.npy"))  # experiments skip maps
     finally:
         jobs().shutdown()
 
@@ -150,6 +150,6 @@ def test_experiment_jobs_skip_the_map_other_jobs_compute_it(tmp_path):
         assert plain.state == experiment.state == "done"
     finally:
         queue.shutdown()
-    maps = [p.name for p in (tmp_path / "embeddings").glob("*.npy")]
+    maps = [p.name for p in (tmp_path / "embeddings").glob("*-tsne-*.npy")]
     assert any(name.startswith(plain.run_id) for name in maps)
     assert not any(name.startswith(experiment.run_id) for name in maps)
