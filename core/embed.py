@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -298,20 +298,12 @@ def read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def write_array(path: Path, arr: np.ndarray) -> Path:
-    """Save ``arr`` as float32 .npy, atomically (temporary file, then one rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Save ``arr`` as float32 .npy, atomically (core.store.atomic_write)."""
+    from core.store import atomic_write
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return atomic_write(path, buf.getvalue())
 
 
 def cached_projection(

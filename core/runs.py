@@ -96,22 +96,20 @@ def stored_test_probs(store: Store, run_id: str, n: int, classes: int):
     return read_array(test_probs_path(store, run_id), (n, classes))
 
 
-def describe_run(cfg: RunConfig, data, finished, probs=None) -> dict:
-    """The metadata stored beside a trained model (``probs``: its test-set probabilities,
-    when already computed)."""
+def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
+    """The metadata stored beside a trained model; ``probs``: its test-set probabilities
+    (None for an autoencoder)."""
     import torch
 
     from core import metrics
     from core.models.base import InputSpec
-    from core.train import predict_proba, reconstruction_mse, task_of
+    from core.train import reconstruction_mse, task_of
 
     task = task_of(finished.model)
     if task == "reconstruct":
         test = {"mse": reconstruction_mse(finished.model, data.x_test),
                 "support": len(data.y_test)}  # fmt: skip
     else:
-        if probs is None:
-            probs = predict_proba(finished.model, data.x_test)
         test = metrics.report(data.y_test, probs, data.classes)
     spec = InputSpec.of(data)
     return {

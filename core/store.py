@@ -83,6 +83,21 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``path`` through a temporary file in its folder and one rename: readers see all
+    of it or none, and a failed write leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)  # no glob sees it
+    os.close(fd)
+    try:
+        _fsync_write(Path(tmp), data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else default_root()

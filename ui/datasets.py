@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from core import UserError
 from core import data as datasets
 from core.config import DataConfig
+from core.store import atomic_write
 
 ENV_FOLDERS = "CNN_CLASSROOM_DATASETS"
 MAX_ZIP_MB = 200  # a zip of photos (the server's limit, .streamlit/config.toml)
@@ -61,17 +61,7 @@ def save_upload(store_root: Path, token: str, filename: str, content: bytes) -> 
     folder = upload_dir(store_root, token) / digest
     if kept := sorted(folder.glob("*.zip")):  # the same bytes again, under any name
         return kept[0]
-    path = folder / f"{stem}.zip"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(folder / f"{stem}.zip", content)
 
 
 def forget_upload(path: Path) -> None:

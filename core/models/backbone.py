@@ -263,9 +263,9 @@ def _inception_v3():
     return [getattr(net, n) for n in names], top, 2048
 
 
-def _torchvision_backbone(build, spec, dropout, tune, resolution, native, mean, std):
+def _torchvision_backbone(build, spec, dropout, tune, resolution, smallest, mean, std):
     lower, top, dim = build()
-    side = resolution or input_side(spec.size, 96 if native == 224 else 299)
+    side = resolution or input_side(spec.size, smallest)
     return Backbone(spec, lower, top, dim, tune, side, dropout, mean, std)
 
 
@@ -274,7 +274,7 @@ def _torchvision_backbone(build, spec, dropout, tune, resolution, native, mean, 
 def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """ResNet50 (He et al., 2016), torchvision's IMAGENET1K_V2 weights: seed 004's best
     backbone, 0.85 test accuracy on 30 species with augmentation and oversampling."""
-    return _torchvision_backbone(_resnet50, spec, dropout, tune, resolution, 224,
+    return _torchvision_backbone(_resnet50, spec, dropout, tune, resolution, 96,
                                  IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
 
 
@@ -283,7 +283,7 @@ def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None)
 def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """VGG16's convolutional part (Simonyan and Zisserman, 2015), torchvision's weights, the
     global average of its last maps as features (Keras's include_top=False, as in seed 004)."""
-    return _torchvision_backbone(_vgg16, spec, dropout, tune, resolution, 224,
+    return _torchvision_backbone(_vgg16, spec, dropout, tune, resolution, 96,
                                  IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
 
 
