@@ -157,9 +157,11 @@ def test_train_then_click_a_confusion_cell(server, browser):
     # Exactly that cell: as many images as the matrix shows in it (the gallery shows up to 48).
     matrix_text = page.locator(".js-plotly-plot .scatterlayer .trace").last.locator("text")
     assert int(matrix_text.nth(cell).text_content()) == count > 0
-    # The gallery's images arrive just after its caption: wait for them to be drawn.
+    # The cell's gallery arrives just after its caption: as many images (up to 48), each loaded.
+    cell_images = "[data-gallery=cell] img"
     page.wait_for_function(
-        f"document.querySelectorAll('[data-testid=stImage]').length >= {min(count, 48)}",
+        f"[...document.querySelectorAll('{cell_images}')].filter(i => i.naturalWidth).length"
+        f" === {min(count, 48)}",
         timeout=30_000,
     )
     assert_clean(page, errors)

@@ -45,7 +45,9 @@ def test_evaluate_shows_the_report_and_gallery(store_env):
     report = at.dataframe[0].value
     assert len(report) == len(meta["classes"]) + 2  # classes, macro and weighted averages
     assert len(at.get("plotly_chart")) >= 2  # curves and the confusion matrix
-    assert len(at.get("imgs")) + len(at.get("image")) > 0  # the predictions gallery
+    # The top-losses gallery: one HTML grid of 24 images, each captioned.
+    (grid,) = [h.proto.body for h in at.get("html") if 'data-gallery="losses"' in h.proto.body]
+    assert grid.count("<img ") == grid.count("<figcaption") == 24
 
 
 def test_evaluate_cell_selection_shows_that_cell(store_env):
@@ -91,3 +93,30 @@ def test_evaluate_and_compare_with_an_empty_store(tmp_path, monkeypatch):
         at = AppTest.from_file(page, default_timeout=120).run()
         assert not at.exception
         assert at.info, page  # says how to get runs, no traceback
+
+
+def test_a_gallery_is_one_grid_of_inline_images_with_escaped_captions():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ui.gallery import MAX_SENT, OK_COLOR, WRONG_COLOR, gallery_html
+
+    digits = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 1, 28, 28)
+    grid = gallery_html(digits, ["<script>x</script>", "b & c"], [True, False], columns=5,
+                        name="cell")  # fmt: skip
+    assert grid.startswith('<div data-gallery="cell"') and "repeat(5," in grid
+    assert "<script>" not in grid and "&lt;script&gt;x&lt;/script&gt;" in grid
+    assert "b &amp; c" in grid
+    assert grid.index(OK_COLOR) < grid.index(WRONG_COLOR)  # first right, second wrong
+    assert grid.count("image-rendering:pixelated") == 2  # small images enlarged crisply
+    # Each image travels at its own size and decodes to exactly its pixels.
+    first = grid.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))))
+    assert np.array_equal(decoded, digits[0, 0])
+
+    photos = np.zeros((1, 3, 288, 288), dtype=np.uint8)  # a folder's photos: scaled down
+    src = gallery_html(photos, ["ant"]).split("base64,", 1)[1].split('"', 1)[0]
+    assert Image.open(io.BytesIO(base64.b64decode(src))).size == (MAX_SENT, MAX_SENT)
+    assert "pixelated" not in gallery_html(photos, ["ant"])

@@ -75,7 +75,7 @@ def cell_gallery_ui(meta: dict, probs: np.ndarray, data) -> None:
     shown = idx[:GALLERY_LIMIT]
     gallery(data.x_test[shown],
             [f"{names[pred]} {probs[i, pred]:.0%} ({names[true]} {probs[i, true]:.0%})"
-             for i in shown], [true == pred] * len(shown), columns=10)  # fmt: skip
+             for i in shown], [true == pred] * len(shown), columns=10, name="cell")  # fmt: skip
 
 
 def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
@@ -92,7 +92,7 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
     pred = probs.argmax(1)
     gallery(data.x_test[idx],
             [f"{names[pred[i]]} {probs[i, pred[i]]:.0%} ({names[data.y_test[i]]})" for i in idx],
-            [bool(pred[i] == data.y_test[i]) for i in idx], columns=12)  # fmt: skip
+            [bool(pred[i] == data.y_test[i]) for i in idx], columns=12, name=mode)  # fmt: skip
 
 
 def main() -> None:
