@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +191,55 @@ def test_a_running_job_survives_leaving_and_refreshing(server, browser):
     assert epoch_after >= epoch_before  # the same run, still going
     page.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_text(re.compile("Stopped")).wait_for(timeout=30_000)
+    assert_clean(page, errors)
+
+
+# Where a dot of the map is on the screen, and its test-set index (its customdata).
+DOT_ON_SCREEN = """([trace, k]) => {
+    const gd = document.querySelector('.st-key-emb_map_box .js-plotly-plot');
+    const layout = gd._fullLayout, data = gd._fullData[trace];
+    const box = gd.getBoundingClientRect();
+    return [box.left + layout._size.l + layout.xaxis.l2p(data.x[k]),
+            box.top + layout._size.t + layout.yaxis.l2p(data.y[k]), data.customdata[k]];
+}"""
+THUMB = "document.querySelector('.cnn-hover-thumb')"
+PICTURE_MATCHES_LABEL = f"""() => {{
+    const label = document.querySelector('.hoverlayer .hovertext');
+    return {THUMB}.style.display === 'block' && label !== null
+        && label.textContent.endsWith('#' + {THUMB}.dataset.index);
+}}"""
+SHOWN_PICTURE = f"""() => {{
+    const tip = {THUMB}, side = tip.width;
+    const rgba = tip.getContext('2d').getImageData(0, 0, side, side).data;
+    return [Number(tip.dataset.index), Array.from(rgba).filter((_, i) => i % 4 === 0)];
+}}"""
+
+
+def test_hovering_a_map_dot_shows_its_picture(server, browser):
+    from core import data as datasets
+    from core.config import DataConfig
+
+    page, errors = open_page(browser, f"{server}/embeddings")
+    choose(page, "Features of", "Raw pixels (no network)")
+    page.get_by_text("PCA", exact=True).click()
+    page.get_by_text(re.compile(r"points · map")).first.wait_for(timeout=60_000)
+    page.wait_for_selector(".st-key-emb_map_box .js-plotly-plot .legend", timeout=60_000)
+    page.wait_for_function(f"{THUMB} !== null", timeout=30_000)
+    x, y, _ = page.evaluate(DOT_ON_SCREEN, [2, 7])
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    # Plotly handles hover events a little later than the pointer moves: wait until the
+    # picture and Plotly's own label (with "#index") name the same dot, then read both at once.
+    page.wait_for_function(PICTURE_MATCHES_LABEL, timeout=10_000)
+    shown, pixels = page.evaluate(SHOWN_PICTURE)
+    # The picture is the test image's (16 grey levels), enlarged without smoothing.
+    image = datasets.load(DataConfig()).x_test[shown, 0]
+    side = int(len(pixels) ** 0.5)
+    rows = (2 * np.arange(side) + 1) * image.shape[0] // (2 * side)  # under each pixel's centre
+    expected = (image[np.ix_(rows, rows)] >> 4).astype(int) * 17
+    assert np.array_equal(np.array(pixels).reshape(side, side), expected)
+    page.mouse.move(5, 5)  # off the map: the picture goes
+    page.wait_for_function(f"{THUMB}.style.display === 'none'", timeout=10_000)
     assert_clean(page, errors)
 
 

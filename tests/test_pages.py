@@ -120,3 +120,30 @@ def test_a_gallery_is_one_grid_of_inline_images_with_escaped_captions():
     src = gallery_html(photos, ["ant"]).split("base64,", 1)[1].split('"', 1)[0]
     assert Image.open(io.BytesIO(base64.b64decode(src))).size == (MAX_SENT, MAX_SENT)
     assert "pixelated" not in gallery_html(photos, ["ant"])
+
+
+def test_the_hover_atlas_holds_every_image_in_its_cell():
+    import io
+
+    from PIL import Image
+
+    from ui.thumbs import COLUMNS, MAX_SIDE, MIN_SIDE, atlas_png, thumb_side
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, size=(COLUMNS + 3, 1, 28, 28), dtype=np.uint8)
+    png, side = atlas_png(grey)
+    atlas = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert side == 28 and atlas.shape == (2 * 28, COLUMNS * 28)  # two rows, the last padded
+    for i in (0, 1, COLUMNS - 1, COLUMNS, COLUMNS + 2):
+        row, col = divmod(i, COLUMNS)
+        cell = atlas[row * side : (row + 1) * side, col * side : (col + 1) * side]
+        assert np.array_equal(cell, (grey[i, 0] >> 4) * 17)  # 16 grey levels
+
+    photos = np.zeros((3, 3, 288, 288), dtype=np.uint8)
+    photos[1, 0] = 255  # the second photo is red
+    png, side = atlas_png(photos)
+    atlas = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert side == MAX_SIDE and atlas.shape == (MAX_SIDE, COLUMNS * MAX_SIDE, 3)
+    assert (atlas[:, side : 2 * side] == [255, 0, 0]).all() and (atlas[:, :side] == 0).all()
+    # A large set of photos gets smaller thumbnails: the atlas stays within its budget.
+    assert thumb_side(10_000, 288) == 28 and thumb_side(1_000_000, 288) == MIN_SIDE

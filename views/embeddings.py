@@ -17,6 +17,7 @@ from ui.i18n import class_name, t
 from ui.runs import data_of, model, test_probs
 from ui.state import dataset, store, stored_runs
 from ui.text import run_label
+from ui.thumbs import hover_thumbs
 
 PIXELS = "pixels"
 METHODS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}  # the first is the default
@@ -32,6 +33,7 @@ LIVE_POINTS = 2000
 # plotly's default (2) draws four times the pixels. Where the browser has no GPU and renders
 # WebGL in software, that made opening or leaving the page take 1.5 s instead of 0.6 s.
 MAP_CONFIG = {"displaylogo": False, "plotGlPixelRatio": 1}
+MAP_BOX = "emb_map_box"  # the map's container: the hover thumbnails find the chart in it
 
 
 def source_ui() -> dict | None:
@@ -162,7 +164,8 @@ def scatter(coords, y, pred, classes, highlight: bool, revision: str, trace=go.S
         traces.append(wrong)
     fig.update_layout(
         height=HEIGHT, dragmode="lasso", uirevision=revision,  # zoom survives reruns
-        margin={"t": 10, "b": 10, "l": 10, "r": 10}, legend={"itemsizing": "constant"},
+        margin={"t": 10, "b": 10, "l": 10, "r": 10},
+        legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"},  # below the tool bar
     )  # fmt: skip
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
@@ -234,9 +237,11 @@ def main() -> None:
         st.warning(t("emb_collapsed"))
         return
     fig, traces = scatter(coords, data.y_test, pred, data.classes, highlight, revision)
-    event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
-                            selection_mode=("points", "box", "lasso"),
-                            config=MAP_CONFIG)  # fmt: skip
+    with st.container(key=MAP_BOX):
+        event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
+                                selection_mode=("points", "box", "lasso"),
+                                config=MAP_CONFIG)  # fmt: skip
+    hover_thumbs(MAP_BOX, data.x_test, data.identity)
     if highlight and pred is not None:
         wrong, total = int((pred != data.y_test).sum()), len(pred)
         st.caption(t("emb_wrong_count", n=f"{wrong:,}", total=f"{total:,}",
