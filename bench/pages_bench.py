@@ -93,6 +93,17 @@ def map_drawn(page) -> None:
     page.wait_for_selector(".js-plotly-plot .legend", timeout=60_000)
 
 
+def open_map(page) -> float:
+    """Seconds from clicking Embeddings until its map is drawn (then its run finishes)."""
+    done = page.evaluate("window.benchRunsDone")
+    t0 = time.perf_counter()
+    page.get_by_role("link", name="Embeddings").click()
+    map_drawn(page)
+    seconds = time.perf_counter() - t0
+    page.wait_for_function(RUN_FINISHED, arg=done, timeout=120_000)
+    return seconds
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--store", help="a store with runs in it (default: train two into a temp one)")
@@ -114,12 +125,7 @@ def main() -> None:
             settled(page)
             # Straight from the home page to the map: a fresh server and browser, so the
             # run's data and predictions load and the browser builds its first WebGL plot.
-            done = page.evaluate("window.benchRunsDone")
-            t0 = time.perf_counter()
-            page.get_by_role("link", name="Embeddings").click()
-            map_drawn(page)
-            summary["embeddings_first_s"] = time.perf_counter() - t0
-            page.wait_for_function(RUN_FINISHED, arg=done, timeout=120_000)
+            summary["embeddings_first_s"] = open_map(page)
             print(f"embeddings map on screen after {summary['embeddings_first_s']:.2f} s "
                   "(fresh server, straight from the home page)")  # fmt: skip
             firsts = {}
@@ -145,12 +151,7 @@ def main() -> None:
             )
 
             click_and_settle(page, "Home")
-            done = page.evaluate("window.benchRunsDone")
-            t0 = time.perf_counter()
-            page.get_by_role("link", name="Embeddings").click()
-            map_drawn(page)
-            summary["embeddings_again_s"] = time.perf_counter() - t0
-            page.wait_for_function(RUN_FINISHED, arg=done, timeout=120_000)
+            summary["embeddings_again_s"] = open_map(page)
             print(f"embeddings map on screen after {summary['embeddings_again_s']:.2f} s (again)")
 
             click_and_settle(page, "Train")

@@ -147,3 +147,31 @@ def test_the_hover_atlas_holds_every_image_in_its_cell():
     assert (atlas[:, side : 2 * side] == [255, 0, 0]).all() and (atlas[:, :side] == 0).all()
     # A large set of photos gets smaller thumbnails: the atlas stays within its budget.
     assert thumb_side(10_000, 288) == 28 and thumb_side(1_000_000, 288) == MIN_SIDE
+
+
+def test_the_hover_atlas_is_kept_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    import ui.thumbs as thumbs
+
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    images = np.random.default_rng(1).integers(0, 256, (150, 1, 28, 28), dtype=np.uint8)
+    png, side = thumbs._atlas("some-dataset", images)
+    (kept,) = (tmp_path / "embeddings").glob("atlas-*.png")
+    assert kept.read_bytes() == png and side == 28
+
+    def no_rebuild(_images):
+        raise AssertionError("rebuilt although it is on disk")
+
+    st.cache_data.clear()  # a restarted server: it reads the file
+    monkeypatch.setattr(thumbs, "atlas_png", no_rebuild)
+    assert thumbs._atlas("some-dataset", images) == (png, side)
+
+    kept.write_bytes(png[: len(png) // 2])  # damaged: built again and replaced
+    st.cache_data.clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    assert thumbs._atlas("some-dataset", images) == (png, side)
+    assert kept.read_bytes() == png
+    st.cache_data.clear()
+    st.cache_resource.clear()
