@@ -5,8 +5,9 @@ image atlas (a grid of every test image, a 4-bit PNG of about 1.9 MB for Fashion
 10,000), and a small component draws the hovered dot's cell from it. The dot's test-set
 index is the trace's ``customdata``.
 
-The atlas is built once per dataset and process and shown by a hidden ``st.image``: the
-browser fetches it over HTTP beside the page and keeps it while its address is unchanged.
+The atlas is built once per dataset (and kept in the store) and shown by a hidden
+``st.image``: the browser fetches it over HTTP beside the page and keeps it while its
+address is unchanged.
 Sent inside the component's data instead, its 2.5 MB of base64 went through the websocket
 and made opening the Embeddings page 0.3-0.5 s slower each time.
 """
