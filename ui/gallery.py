@@ -37,8 +37,8 @@ def gallery_html(images: np.ndarray, captions: list[str], ok: list[bool] | None 
     """The gallery's HTML: ``columns`` images per row, each with its caption (escaped),
     green when ``ok`` is True and red when False. ``name`` tags the grid (data-gallery)."""
     side = images.shape[-1]
-    # Nearest-neighbour enlargement for small images; photos are scaled down smoothly.
-    rendering = "pixelated" if side * SCALE <= MAX_SENT else "auto"
+    # Images sent at their own size are enlarged crisply; shrunk photos smoothly.
+    rendering = "pixelated" if side <= MAX_SENT else "auto"
     cells = []
     for i, image in enumerate(images):
         color = "inherit" if ok is None else (OK_COLOR if ok[i] else WRONG_COLOR)
