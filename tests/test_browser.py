@@ -225,6 +225,8 @@ def test_hovering_a_map_dot_shows_its_picture(server, browser):
     page.get_by_text(re.compile(r"points · map")).first.wait_for(timeout=60_000)
     page.wait_for_selector(".st-key-emb_map_box .js-plotly-plot .legend", timeout=60_000)
     page.wait_for_function(f"{THUMB} !== null", timeout=30_000)
+    atlas = "document.querySelector('.st-key-emb_map_box_atlas img')"
+    page.wait_for_function(f"{atlas} !== null && {atlas}.naturalWidth > 0", timeout=30_000)
     x, y, _ = page.evaluate(DOT_ON_SCREEN, [2, 7])
     page.mouse.move(x - 40, y - 40)
     page.mouse.move(x, y, steps=4)

@@ -29,42 +29,68 @@ PIXEL_BUDGET = 10_000 * 28 * 28  # pixels per atlas: Fashion-MNIST's test set at
 MIN_SIDE, MAX_SIDE = 16, 64  # photos are shrunk to fit the budget, within these sides
 SHOWN = 96  # CSS pixels: the thumbnail's side on screen
 
+# Streamlit calls the default export at mount and again whenever the data changes (another
+# run, another dataset), and calls the cleanup it returns only at unmount: one set of
+# listeners and one floating canvas per mounted component, kept on its parent element, read
+# the latest data.
 _JS = """
-export default function ({ data, parentElement }) {
+function mount(parent) {
+    const self = { data: null };
     const tip = document.createElement("canvas");
     tip.className = "cnn-hover-thumb";
-    tip.width = tip.height = data.shown;
     tip.style.cssText = "position:fixed;z-index:1000;pointer-events:none;display:none;" +
-        "width:" + data.shown + "px;height:" + data.shown + "px;background:#fff;" +
-        "border:1px solid #888;border-radius:4px;box-shadow:0 2px 6px rgba(0,0,0,.3);" +
-        "image-rendering:" + (data.pixelated ? "pixelated" : "auto");
+        "background:#fff;border:1px solid #888;border-radius:4px;" +
+        "box-shadow:0 2px 6px rgba(0,0,0,.3)";
     document.body.appendChild(tip);
-    const pen = tip.getContext("2d");
-    pen.imageSmoothingEnabled = !data.pixelated;
     let pointer = { x: 0, y: 0 };
     const track = (e) => { pointer = { x: e.clientX, y: e.clientY }; };
 
+    let hovered = null;  // the hover event under the pointer now, if any
     const show = (ev) => {
+        hovered = ev;
+        const data = self.data;
         const point = ev.points && ev.points[0];
         const i = point ? Number(point.customdata) : NaN;
         const atlas = document.querySelector(".st-key-" + data.box + "_atlas img");
-        if (!Number.isInteger(i) || i < 0 || i >= data.count) return;
-        if (!atlas || !atlas.complete || !atlas.naturalWidth) return;  // still loading
-        const s = data.side, col = i % data.columns, row = Math.floor(i / data.columns);
-        pen.clearRect(0, 0, data.shown, data.shown);
-        pen.drawImage(atlas, col * s, row * s, s, s, 0, 0, data.shown, data.shown);
+        if (!Number.isInteger(i) || i < 0 || i >= data.count || !atlas) return;
+        if (!atlas.complete || !atlas.naturalWidth) {  // still loading: show it when it is in
+            atlas.addEventListener("load", () => { if (hovered === ev) show(ev); }, { once: true });
+            return;
+        }
+        const size = data.shown, s = data.side;
+        if (tip.width !== size) {
+            tip.width = tip.height = size;
+            tip.style.width = tip.style.height = size + "px";
+        }
+        tip.style.imageRendering = data.pixelated ? "pixelated" : "auto";
+        const pen = tip.getContext("2d");
+        pen.imageSmoothingEnabled = !data.pixelated;
+        pen.clearRect(0, 0, size, size);
+        const col = i % data.columns, row = Math.floor(i / data.columns);
+        pen.drawImage(atlas, col * s, row * s, s, s, 0, 0, size, size);
         tip.dataset.index = String(i);
         // Above and to the left of the pointer: Plotly puts its label to the right.
-        tip.style.left = Math.max(4, pointer.x - data.shown - 16) + "px";
-        tip.style.top = Math.max(4, pointer.y - data.shown - 16) + "px";
+        tip.style.left = Math.max(4, pointer.x - size - 16) + "px";
+        tip.style.top = Math.max(4, pointer.y - size - 16) + "px";
         tip.style.display = "block";
     };
-    const hide = () => { tip.style.display = "none"; };
+    const hide = () => { hovered = null; tip.style.display = "none"; };
 
     // The chart may be drawn after this component, and redrawn: look for it until found.
     let chart = null;
+    const detach = () => {
+        if (!chart) return;
+        if (typeof chart.removeListener === "function") {  // gone once Plotly purged it
+            chart.removeListener("plotly_hover", show);
+            chart.removeListener("plotly_unhover", hide);
+        }
+        chart.removeEventListener("mousemove", track);
+        chart.removeEventListener("mouseleave", hide);
+        chart = null;
+    };
     const attach = () => {
-        const found = document.querySelector(".st-key-" + data.box + " .js-plotly-plot");
+        const box = self.data && document.querySelector(".st-key-" + self.data.box);
+        const found = box && box.querySelector(".js-plotly-plot");
         if (!found || found === chart || typeof found.on !== "function") return;
         detach();
         chart = found;
@@ -73,17 +99,22 @@ export default function ({ data, parentElement }) {
         chart.addEventListener("mousemove", track);
         chart.addEventListener("mouseleave", hide);
     };
-    const detach = () => {
-        if (!chart) return;
-        chart.removeListener("plotly_hover", show);
-        chart.removeListener("plotly_unhover", hide);
-        chart.removeEventListener("mousemove", track);
-        chart.removeEventListener("mouseleave", hide);
-        chart = null;
-    };
     const timer = setInterval(attach, 250);
-    attach();
-    return () => { clearInterval(timer); detach(); tip.remove(); };
+    self.refresh = () => { hide(); attach(); };
+    self.cleanup = () => {
+        clearInterval(timer);
+        detach();
+        tip.remove();
+        delete parent.hoverThumbs;
+    };
+    return self;
+}
+
+export default function ({ data, parentElement }) {
+    const self = parentElement.hoverThumbs || (parentElement.hoverThumbs = mount(parentElement));
+    self.data = data;
+    self.refresh();
+    return self.cleanup;
 }
 """
 
