@@ -4,6 +4,8 @@ Tables 1-3 filled with our numbers, and fine-tuned, frozen and random encoders c
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -16,6 +18,7 @@ from ui.charts import confusion, curves
 from ui.i18n import class_name, t
 from ui.state import dataset, jobs, show_job, start, store, stored_runs, user
 from ui.text import run_label
+from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 KEY = "ae_job"  # this page's job in the session and the URL (the Train page has "job")
 SCALE = 3  # preview pixels per image pixel
@@ -137,6 +140,8 @@ def job_view(job_id: str) -> None:
 
 # -- 2. the latent space -------------------------------------------------------------------
 
+MAP_BOX = "ae_map_box"  # the latent map's container: the hover pictures find the chart in it
+
 
 def latent_section(runs: dict) -> None:
     st.subheader(t("ae_map"))
@@ -160,11 +165,16 @@ def latent_section(runs: dict) -> None:
     fig = go.Figure()
     for c, name in enumerate(data.classes):
         idx = np.flatnonzero(data.y_test == c)
-        fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers",
-                                   name=class_name(name), marker={"size": 3}))  # fmt: skip
+        fig.add_trace(go.Scattergl(
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=class_name(name),
+            marker={"size": 3}, customdata=idx,  # the test-set index: the hover picture's
+            hovertemplate=f"{html.escape(class_name(name))}<br>#%{{customdata}}<extra></extra>",
+        ))  # fmt: skip
     fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10},
-                      legend={"itemsizing": "constant"})  # fmt: skip
-    st.plotly_chart(fig, key=f"ae_map_{run_id}_{method}")
+                      legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"})  # fmt: skip
+    with st.container(key=MAP_BOX):
+        st.plotly_chart(fig, key=f"ae_map_{run_id}_{method}", config=MAP_CONFIG)
+    hover_thumbs(MAP_BOX, data.x_test, data.identity)
 
 
 # -- 3. seed 001's tables ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ui.i18n import class_name, t
 from ui.runs import data_of, model, test_probs
 from ui.state import dataset, store, stored_runs
 from ui.text import run_label
-from ui.thumbs import hover_thumbs
+from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 PIXELS = "pixels"
 METHODS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}  # the first is the default
@@ -29,10 +29,6 @@ REDRAW_EVERY = 50  # t-SNE iterations between redraws of the live map (the bar m
 # Points drawn in the live map: enough to watch the clusters form, few enough that redrawing
 # does not slow the t-SNE down (a browser without a GPU shares the server's cores).
 LIVE_POINTS = 2000
-# WebGL canvases at the screen's own resolution on ordinary (1x) screens and projectors:
-# plotly's default (2) draws four times the pixels. Where the browser has no GPU and renders
-# WebGL in software, that made opening or leaving the page take 1.5 s instead of 0.6 s.
-MAP_CONFIG = {"displaylogo": False, "plotGlPixelRatio": 1}
 MAP_BOX = "emb_map_box"  # the map's container: the hover thumbnails find the chart in it
 
 
