@@ -156,7 +156,7 @@ def test_the_hover_atlas_is_kept_on_disk_and_rebuilt_when_damaged(tmp_path, monk
     st.cache_data.clear()
     st.cache_resource.clear()
     images = np.random.default_rng(1).integers(0, 256, (150, 1, 28, 28), dtype=np.uint8)
-    png, side = thumbs._atlas("some-dataset", images)
+    png, side = thumbs._atlas("some-dataset", images.shape, images)
     (kept,) = (tmp_path / "embeddings").glob("atlas-*.png")
     assert kept.read_bytes() == png and side == 28
 
@@ -165,13 +165,13 @@ def test_the_hover_atlas_is_kept_on_disk_and_rebuilt_when_damaged(tmp_path, monk
 
     st.cache_data.clear()  # a restarted server: it reads the file
     monkeypatch.setattr(thumbs, "atlas_png", no_rebuild)
-    assert thumbs._atlas("some-dataset", images) == (png, side)
+    assert thumbs._atlas("some-dataset", images.shape, images) == (png, side)
 
     kept.write_bytes(png[: len(png) // 2])  # damaged: built again and replaced
     st.cache_data.clear()
     monkeypatch.undo()
     monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
-    assert thumbs._atlas("some-dataset", images) == (png, side)
+    assert thumbs._atlas("some-dataset", images.shape, images) == (png, side)
     assert kept.read_bytes() == png
     st.cache_data.clear()
     st.cache_resource.clear()

@@ -14,9 +14,11 @@ and made opening the Embeddings page 0.3-0.5 s slower each time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import streamlit as st
@@ -167,15 +169,16 @@ def atlas_png(images: np.ndarray) -> tuple[bytes, int]:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _atlas(identity: str, _images: np.ndarray) -> tuple[bytes, int]:
-    """``atlas_png`` once per dataset (``identity``): kept in the store's embeddings folder,
-    so a restarted server reads it (a few ms) instead of encoding it again (0.4-0.7 s)."""
+def _atlas(identity: str, shape: tuple, _images: np.ndarray) -> tuple[bytes, int]:
+    """``atlas_png`` once per dataset (``identity``) and image ``shape`` (one source can be
+    loaded at several sizes): kept in the store's embeddings folder, so a restarted server
+    reads it (a few ms) instead of encoding it again (0.4-0.7 s)."""
     from core.embed import cache_dir
     from core.store import atomic_write
 
-    n, _, height, width = _images.shape
+    n, _, height, width = shape
     side = thumb_side(n, max(height, width))
-    name = hashlib.sha256(f"{identity}:{n}:{side}".encode()).hexdigest()[:16]
+    name = hashlib.sha256(f"{identity}:{shape}:{side}".encode()).hexdigest()[:16]
     path = cache_dir(store().root) / f"atlas-{name}.png"
     try:
         png = path.read_bytes()
@@ -190,10 +193,13 @@ def _atlas(identity: str, _images: np.ndarray) -> tuple[bytes, int]:
     return png, side
 
 
-def hover_thumbs(box: str, images: np.ndarray, identity: str) -> None:
-    """Show the picture of the hovered dot of the Plotly chart inside ``st.container(key=
-    box)``; the chart's traces carry each dot's index into ``images`` as customdata."""
-    png, side = _atlas(identity, images)
+@contextlib.contextmanager
+def hover_thumbs(box: str, images: np.ndarray, identity: str) -> Iterator[None]:
+    """Draw a Plotly chart inside this block (a container keyed ``box``) whose traces carry
+    each dot's index into ``images`` as customdata: hovering a dot shows its picture."""
+    with st.container(key=box):
+        yield
+    png, side = _atlas(identity, images.shape, images)
     st.html(f"<style>.st-key-{box}_atlas {{display: none}}</style>")
     with st.container(key=f"{box}_atlas"):
         st.image(png, width=COLUMNS * side)  # its own width: Streamlit would shrink it

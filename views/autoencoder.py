@@ -172,9 +172,8 @@ def latent_section(runs: dict) -> None:
         ))  # fmt: skip
     fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10},
                       legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"})  # fmt: skip
-    with st.container(key=MAP_BOX):
+    with hover_thumbs(MAP_BOX, data.x_test, data.identity):
         st.plotly_chart(fig, key=f"ae_map_{run_id}_{method}", config=MAP_CONFIG)
-    hover_thumbs(MAP_BOX, data.x_test, data.identity)
 
 
 # -- 3. seed 001's tables ------------------------------------------------------------------

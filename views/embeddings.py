@@ -233,11 +233,10 @@ def main() -> None:
         st.warning(t("emb_collapsed"))
         return
     fig, traces = scatter(coords, data.y_test, pred, data.classes, highlight, revision)
-    with st.container(key=MAP_BOX):
+    with hover_thumbs(MAP_BOX, data.x_test, data.identity):
         event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"),
                                 config=MAP_CONFIG)  # fmt: skip
-    hover_thumbs(MAP_BOX, data.x_test, data.identity)
     if highlight and pred is not None:
         wrong, total = int((pred != data.y_test).sum()), len(pred)
         st.caption(t("emb_wrong_count", n=f"{wrong:,}", total=f"{total:,}",
