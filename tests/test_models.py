@@ -158,7 +158,7 @@ def test_conv_block_equals_conv_bn_relu_then_max_pool(side):
     """The blocks the CNNs use give the textbook conv -> BN -> ReLU -> pool result."""
     torch.manual_seed(0)
     block = nn.Sequential(*cnn.conv_block(2, 5, padding=1, batchnorm=True)).eval()
-    conv, bn = block[0], block[1]
+    conv, bn = block[0], block[1].bn
     with torch.no_grad():
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
