@@ -17,10 +17,6 @@ from core.models.base import InputSpec
 pytestmark = pytest.mark.skipif(kernels._kernels() is None, reason="Numba is not installed")
 
 
-def plain(block: kernels.BatchNormPoolReLU, x: torch.Tensor) -> torch.Tensor:
-    return block.relu(block.pool(block.bn(x)))
-
-
 def with_ties(shape, seed=0) -> torch.Tensor:
     """Random maps with flat patches (equal values, as a conv gives on a blank background)."""
     torch.manual_seed(seed)
@@ -41,7 +37,7 @@ def test_fused_block_trains_like_the_plain_layers(shape):
     x = with_ties(shape)
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     assert fused.fusable(x1)
-    y1, y2 = fused(x1), plain(reference, x2)
+    y1, y2 = fused(x1), reference.plain(x2)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(y2)
     y1.backward(grad)
@@ -99,13 +95,13 @@ def test_evaluation_uses_the_running_statistics():
     torch.testing.assert_close(block(x), expected)
 
 
-@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize(("stride", "padding"), [(1, 0), (1, 1), (2, 1)])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("input_grad", [False, True])
-def test_gray_conv_gradients_match_conv2d(padding, bias, input_grad):
+def test_gray_conv_gradients_match_conv2d(stride, padding, bias, input_grad):
     torch.manual_seed(0)
-    gray = kernels.GrayConv2d(5, 3, padding=padding, bias=bias)
-    conv = nn.Conv2d(1, 5, 3, padding=padding, bias=bias)
+    gray = kernels.GrayConv2d(5, 3, stride=stride, padding=padding, bias=bias)
+    conv = nn.Conv2d(1, 5, 3, stride=stride, padding=padding, bias=bias)
     conv.load_state_dict(gray.state_dict())
     x = torch.rand(4, 1, 9, 9)
     x1, x2 = x.clone().requires_grad_(input_grad), x.clone().requires_grad_(input_grad)
@@ -121,9 +117,10 @@ def test_gray_conv_gradients_match_conv2d(padding, bias, input_grad):
         torch.testing.assert_close(x1.grad, x2.grad)
 
 
-def test_cnn_bn_takes_the_same_training_step_with_and_without_the_kernels(monkeypatch):
+@pytest.mark.parametrize("name", ["cnn_bn", "fast", "cnn_small"])
+def test_models_take_the_same_training_step_with_and_without_the_kernels(name, monkeypatch):
     torch.manual_seed(0)
-    fast = models.build(ModelConfig("cnn_bn", dropout=0.0), InputSpec()).train()
+    fast = models.build(ModelConfig(name, dropout=0.0), InputSpec()).train()
     slow = copy.deepcopy(fast)
     x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
     x[:, :, :5] = 0  # a blank border, as Fashion-MNIST's

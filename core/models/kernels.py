@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -50,8 +51,8 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _kernels():
-    """(forward, backward) compiled kernels, or None when Numba is missing or switched off."""
+def _kernels() -> SimpleNamespace | None:
+    """The compiled kernels, or None when Numba is missing or switched off."""
     if not enabled():
         return None
     try:
@@ -61,12 +62,12 @@ def _kernels():
     jit = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
 
     @jit
-    def forward(x, weight, bias, eps, out, code, mean, var):
-        n, _, hh, ww = x.shape
+    def batch_stats(x, mean, var):
+        """Per channel of x (N, C, H, W): mean and biased variance, in two passes."""
+        n, c, hh, ww = x.shape
         size = hh * ww
-        count = n * size
-        flat = x.reshape(n, x.shape[1], size)
-        for ch in range(x.shape[1]):
+        flat = x.reshape(n, c, size)
+        for ch in range(c):
             total = 0.0
             for i in range(n):
                 plane = flat[i, ch]
@@ -74,7 +75,7 @@ def _kernels():
                 for j in range(size):
                     acc += plane[j]
                 total += acc
-            mu = total / count
+            mu = total / (n * size)
             mu32 = np.float32(mu)
             total = 0.0
             for i in range(n):
@@ -85,10 +86,16 @@ def _kernels():
                     acc += d * d
                 total += acc
             mean[ch] = mu
-            var[ch] = total / count
+            var[ch] = total / (n * size)
+
+    @jit
+    def pool_forward(x, weight, bias, eps, mean, var, out, code):
+        """out = relu(max_pool(normalised x)); code = each window's winner, 0-3."""
+        n, c, hh, ww = x.shape
+        for ch in range(c):
             inv = 1.0 / math.sqrt(var[ch] + eps)
             scale = np.float32(weight[ch] * inv)
-            shift = np.float32(bias[ch] - mu * weight[ch] * inv)
+            shift = np.float32(bias[ch] - mean[ch] * weight[ch] * inv)
             for i in range(n):
                 o, k = out[i, ch], code[i, ch]
                 for r in range(hh // 2):
@@ -96,14 +103,14 @@ def _kernels():
                     for q in range(ww // 2):
                         a = top[2 * q] * scale + shift
                         b = top[2 * q + 1] * scale + shift
-                        c = bottom[2 * q] * scale + shift
+                        c_ = bottom[2 * q] * scale + shift
                         d = bottom[2 * q + 1] * scale + shift
                         # The first of equal maxima wins, as in PyTorch's pool.
                         best, win = a, 0
                         if b > best:
                             best, win = b, 1
-                        if c > best:
-                            best, win = c, 2
+                        if c_ > best:
+                            best, win = c_, 2
                         if d > best:
                             best, win = d, 3
                         k[r, q] = win
@@ -111,13 +118,13 @@ def _kernels():
                         o[r, q] = np.float32(0.0) if best <= 0 else best
 
     @jit
-    def backward(x, grad, out, code, weight, mean, var, eps, dx, dweight, dbias):
-        n, _, hh, ww = x.shape
+    def pool_backward(x, grad, out, code, weight, mean, var, eps, dx, dweight, dbias):
+        n, c, hh, ww = x.shape
         size = hh * ww
         count = n * size
-        flat = x.reshape(n, x.shape[1], size)
-        dflat = dx.reshape(n, x.shape[1], size)
-        for ch in range(x.shape[1]):
+        flat = x.reshape(n, c, size)
+        dflat = dx.reshape(n, c, size)
+        for ch in range(c):
             mu = np.float32(mean[ch])
             inv = 1.0 / math.sqrt(var[ch] + eps)
             # Only each window's winner with a positive output gets a gradient: sum it
@@ -130,7 +137,7 @@ def _kernels():
                 for r in range(hh // 2):
                     for q in range(ww // 2):
                         w = k[r, q]
-                        dy = g[r, q] if o[r, q] > 0 else np.float32(0.0)  # a select, no branch
+                        dy = g[r, q] if o[r, q] > 0 else np.float32(0.0)
                         acc += dy
                         acc_x += dy * (x[i, ch, 2 * r + (w >> 1), 2 * q + (w & 1)] - mu)
                 sum_dy += acc
@@ -154,19 +161,26 @@ def _kernels():
                         dy = gain32 * g[r, q] if o[r, q] > 0 else np.float32(0.0)
                         dx[i, ch, 2 * r + (w >> 1), 2 * q + (w & 1)] += dy
 
-    return forward, backward
+    return SimpleNamespace(
+        batch_stats=batch_stats,
+        pool_forward=pool_forward,
+        pool_backward=pool_backward,
+    )
 
 
 class _BatchNormPoolReLU(torch.autograd.Function):
+    """BatchNorm (training) -> 2x2 max-pool -> ReLU by the kernels above."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        forward, _ = _kernels()
+        kern = _kernels()
         n, c, hh, ww = x.shape
+        xs, w, b = x.detach().numpy(), weight.detach().numpy(), bias.detach().numpy()
+        mean, var = np.empty(c), np.empty(c)
+        kern.batch_stats(xs, mean, var)
         out = x.new_empty(n, c, hh // 2, ww // 2)
         code = torch.empty(out.shape, dtype=torch.uint8)
-        mean, var = np.empty(c), np.empty(c)
-        w, b = weight.detach().numpy(), bias.detach().numpy()
-        forward(x.detach().numpy(), w, b, eps, out.numpy(), code.numpy(), mean, var)
+        kern.pool_forward(xs, w, b, eps, mean, var, out.numpy(), code.numpy())
         count = n * hh * ww
         with torch.no_grad():  # the running estimates, as nn.BatchNorm2d keeps them
             running_mean.lerp_(torch.from_numpy(mean).to(running_mean), momentum)
@@ -178,15 +192,15 @@ class _BatchNormPoolReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        _, backward = _kernels()
+        kern = _kernels()
         x, weight, out, code = ctx.saved_tensors
         mean, var, eps = ctx.stats
-        c = x.shape[1]
         dx = torch.empty_like(x)
-        dweight, dbias = torch.empty(c), torch.empty(c)
-        backward(
-            x.detach().numpy(), grad.contiguous().numpy(), out.numpy(), code.numpy(),
-            weight.detach().numpy(), mean, var, eps, dx.numpy(), dweight.numpy(), dbias.numpy(),
+        dweight, dbias = torch.empty(x.shape[1]), torch.empty(x.shape[1])
+        xs, gs, w = x.detach().numpy(), grad.contiguous().numpy(), weight.detach().numpy()
+        kern.pool_backward(
+            xs, gs, out.numpy(), code.numpy(), w, mean, var, eps,
+            dx.numpy(), dweight.numpy(), dbias.numpy(),
         )  # fmt: skip
         return dx, dweight.to(weight), dbias.to(weight), None, None, None, None
 
@@ -203,6 +217,9 @@ class BatchNormPoolReLU(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.pool = MaxPool2x2()
         self.relu = nn.ReLU(inplace=True)
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.pool(self.bn(x)))
 
     def fusable(self, x: torch.Tensor) -> bool:
         bn = self.bn
@@ -225,7 +242,7 @@ class BatchNormPoolReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fusable(x):
-            return self.relu(self.pool(self.bn(x)))
+            return self.plain(x)
         bn = self.bn
         bn.num_batches_tracked.add_(1)
         return _BatchNormPoolReLU.apply(
@@ -238,39 +255,42 @@ class _GrayConvWeightGrad(torch.autograd.Function):
     """conv2d(x, weight, bias) with x of one channel; the weight gradient by one GEMM."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, padding):
+    def forward(ctx, x, weight, bias, stride, padding):
         ctx.save_for_backward(x, weight)
-        ctx.padding = padding
-        return F.conv2d(x, weight, bias, padding=padding)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         _, c, ho, wo = grad.shape
-        k, pad = weight.shape[-1], ctx.padding
+        k, s, pad = weight.shape[-1], ctx.stride, ctx.padding
         dx = dbias = None
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                grad, x, weight, None, [s, s], [pad, pad], [1, 1], False, [0, 0], 1,
                 [True, False, False],
             )[0]  # fmt: skip
         padded = F.pad(x, (pad, pad, pad, pad))[:, 0]
+        rows, cols = s * (ho - 1) + 1, s * (wo - 1) + 1  # the span one tap sweeps
         shifted = torch.stack(
-            [padded[:, i : i + ho, j : j + wo] for i in range(k) for j in range(k)]
+            [padded[:, i : i + rows : s, j : j + cols : s] for i in range(k) for j in range(k)]
         ).view(k * k, -1)  # (k*k, N*Ho*Wo)
         per_channel = grad.transpose(0, 1).reshape(c, -1)  # (C, N*Ho*Wo)
         dweight = (per_channel @ shifted.T).view_as(weight)
         if ctx.needs_input_grad[2]:
             dbias = per_channel.sum(1)
-        return dx, dweight, dbias, None
+        return dx, dweight, dbias, None, None
 
 
 class GrayConv2d(nn.Conv2d):
-    """``nn.Conv2d(1, c_out, k, padding=p)`` (stride 1, square kernel) with a faster weight
+    """``nn.Conv2d(1, c_out, k, stride=s, padding=p)`` (square kernel) with a faster weight
     gradient on CPUs (see the module doc)."""
 
-    def __init__(self, c_out: int, kernel: int, padding: int = 0, bias: bool = True):
-        super().__init__(1, c_out, kernel, padding=padding, bias=bias)
+    def __init__(
+        self, c_out: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True
+    ):
+        super().__init__(1, c_out, kernel, stride=stride, padding=padding, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (
@@ -282,4 +302,4 @@ class GrayConv2d(nn.Conv2d):
             and enabled()
         ):
             return super().forward(x)
-        return _GrayConvWeightGrad.apply(x, self.weight, self.bias, self.padding[0])
+        return _GrayConvWeightGrad.apply(x, self.weight, self.bias, self.stride[0], self.padding[0])
