@@ -390,6 +390,8 @@ def test_the_tab_beside_streamlit_leaves_the_cores_to_training():
 
     server = ClassifyServer("127.0.0.1")
     try:
+        # Read once it serves: /proc/PID/environ is empty while the child is still in exec.
+        assert server.ready(timeout=120), server.failure()
         environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
     finally:
         server.stop()
