@@ -52,9 +52,8 @@ def enabled() -> bool:
 
 @functools.cache
 def _kernels() -> SimpleNamespace | None:
-    """The compiled kernels, or None when Numba is missing or switched off."""
-    if not enabled():
-        return None
+    """The compiled kernels, or None when Numba is missing (the switch is read per call,
+    in ``fusable``, so that it is not cached here)."""
     try:
         import numba
     except ImportError:
