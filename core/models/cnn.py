@@ -13,7 +13,7 @@ from core.models.base import (
     conv_out,
     dense_stack,
 )
-from core.models.kernels import BatchNormPoolReLU, GrayConv2d
+from core.models.kernels import BatchNormPoolReLU, conv2d
 
 
 def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.Module]:
@@ -22,12 +22,10 @@ def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.
     Pooling before the ReLU gives exactly the same output as ReLU-then-pool (max and ReLU
     commute) while the ReLU touches a quarter of the values. MaxPool2x2 is nn.MaxPool2d(2)
     with a faster CPU implementation (see base.py); with BatchNorm, the three layers train
-    as one fused CPU kernel (see kernels.py).
+    as one fused CPU kernel, and a grayscale first conv has a faster weight gradient (see
+    kernels.py).
     """
-    if c_in == 1:  # grayscale input: a faster weight gradient on CPUs (see kernels.py)
-        conv: nn.Conv2d = GrayConv2d(c_out, 3, padding=padding, bias=not batchnorm)
-    else:
-        conv = nn.Conv2d(c_in, c_out, 3, padding=padding, bias=not batchnorm)
+    conv = conv2d(c_in, c_out, 3, padding=padding, bias=not batchnorm)
     if batchnorm:
         return [conv, BatchNormPoolReLU(c_out)]
     return [conv, MaxPool2x2(), nn.ReLU(inplace=True)]
@@ -89,10 +87,7 @@ def strided_block(c_in: int, c_out: int) -> list[nn.Module]:
     (A fused BatchNorm -> ReLU kernel like kernels.py's pooled one measured no faster than
     PyTorch's layers here: with 32 and 64 channels they are not the bottleneck.)
     """
-    if c_in == 1:  # grayscale input: a faster weight gradient on CPUs (see kernels.py)
-        conv: nn.Conv2d = GrayConv2d(c_out, 3, stride=2, padding=1, bias=False)
-    else:
-        conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
+    conv = conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 

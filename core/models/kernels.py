@@ -302,3 +302,13 @@ class GrayConv2d(nn.Conv2d):
         ):
             return super().forward(x)
         return _GrayConvWeightGrad.apply(x, self.weight, self.bias, self.stride[0], self.padding[0])
+
+
+def conv2d(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True
+) -> nn.Conv2d:
+    """``nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=bias)``; a ``GrayConv2d`` when
+    the input has one channel (the first layer on grayscale images)."""
+    if c_in == 1:
+        return GrayConv2d(c_out, kernel, stride=stride, padding=padding, bias=bias)
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias)
