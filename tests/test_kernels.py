@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -135,3 +136,102 @@ def test_models_take_the_same_training_step_with_and_without_the_kernels(name, m
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-3, atol=1e-5, msg=name)
     for (name, b1), (_, b2) in zip(fast.named_buffers(), slow.named_buffers(), strict=True):
         torch.testing.assert_close(b1, b2, msg=name)
+
+
+def gray_block(channels: int, padding: int) -> kernels.Sequential:
+    """cnn_bn's first block: conv 3x3 (no bias) -> BatchNorm -> pool -> ReLU."""
+    torch.manual_seed(2)
+    block = kernels.Sequential(
+        kernels.GrayConv2d(channels, 3, padding=padding, bias=False),
+        kernels.BatchNormPoolReLU(channels),
+    ).train()
+    with torch.no_grad():
+        block[1].bn.weight.uniform_(0.5, 1.5)
+        block[1].bn.weight[0] = -0.7
+        block[1].bn.bias.uniform_(-0.5, 0.5)
+    return block
+
+
+def train_step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> dict:
+    """One forward and backward pass: the output, whether the fused kernel ran, the
+    gradients and the buffers."""
+    y = block(x)
+    y.backward(grad.to(y))
+    steps, node = [], y.grad_fn  # the backward graph's chain of first inputs
+    while node is not None:
+        steps.append(type(node).__name__)
+        node = next((fn for fn, _ in node.next_functions if fn is not None), None)
+    return {
+        "out": y.detach().float(),
+        "fused": "_GrayBlockBackward" in steps,
+        **{name: p.grad.float() for name, p in block.named_parameters()},
+        **{name: b.float() for name, b in block.named_buffers()},
+    }
+
+
+@pytest.mark.parametrize(
+    ("shape", "padding"), [((8, 1, 10, 12), 1), ((6, 1, 12, 10), 0), ((64, 1, 28, 28), 1)]
+)
+def test_the_first_conv_block_trains_as_one_kernel_like_the_plain_layers(shape, padding):
+    block = gray_block(5, padding)
+    exact = copy.deepcopy(block).double()  # the plain layers (the kernels take float32)
+    x = with_ties(shape)
+    sides = [(side + 2 * padding - 2) // 2 for side in shape[2:]]
+    grad = torch.randn(shape[0], 5, *sides)
+    fused, plain = train_step(block, x, grad), train_step(exact, x.double(), grad)
+    assert fused["fused"] and not plain["fused"]
+    for name, value in plain.items():
+        if name != "fused":
+            # Relative to the largest value: the conv's weight gradient sums 10^5 terms that
+            # nearly cancel (float32 oneDNN is off by 2e-4 here; the kernel by 4e-7).
+            scale = value.abs().max().item() or 1.0
+            torch.testing.assert_close(fused[name], value, rtol=0, atol=1e-5 * scale, msg=name)
+
+
+def test_the_kernels_give_the_same_result_on_one_thread_and_on_two():
+    before = torch.get_num_threads()
+    x, grad = with_ties((32, 1, 28, 28)), torch.randn(32, 5, 14, 14)
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = kernels.Sequential(*gray_block(5, 1), kernels.BatchNormPoolReLU(5))
+            results.append(train_step(model, x, grad[:, :, :7, :7]))
+    finally:
+        torch.set_num_threads(before)
+    assert results[0]["fused"]  # and the second block's kernel runs too (its own test)
+    for name, value in results[0].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(results[1][name])), name
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not torch.backends.openmp.is_available(),
+    reason="PyTorch's OpenMP runtime is looked up on Linux",
+)
+def test_the_kernels_find_pytorchs_own_openmp_threads():
+    assert kernels.openmp() is not None
+
+
+def test_the_first_conv_block_steps_aside_for_what_it_does_not_cover():
+    x = with_ties((4, 1, 8, 8))
+    assert train_step(gray_block(3, 1), x, torch.randn(4, 3, 4, 4))["fused"]
+    needs_grad = x.clone().requires_grad_(True)  # a saliency map's input
+    assert not train_step(gray_block(3, 1), needs_grad, torch.randn(4, 3, 4, 4))["fused"]
+    strided = gray_block(3, 1)
+    strided[0].stride = (2, 2)
+    assert not train_step(strided, x, torch.randn(4, 3, 2, 2))["fused"]
+    hooked = gray_block(3, 1)
+    seen = []
+    hooked[0].register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    assert not train_step(hooked, x, torch.randn(4, 3, 4, 4))["fused"]
+    assert seen == [torch.Size([4, 3, 8, 8])]
+    with torch.no_grad():
+        assert gray_block(3, 1).eval()(x).shape == (4, 3, 4, 4)
+
+
+def test_a_nan_input_still_reaches_the_loss_through_the_first_block():
+    x = with_ties((4, 1, 8, 8))
+    x[1, 0, 3, 3] = float("nan")
+    y = gray_block(3, 1)(x)
+    assert type(y.grad_fn).__name__ == "_GrayBlockBackward"
+    assert torch.isnan(y).all()  # every channel's batch mean is NaN

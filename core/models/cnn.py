@@ -13,7 +13,7 @@ from core.models.base import (
     conv_out,
     dense_stack,
 )
-from core.models.kernels import BatchNormPoolReLU, conv2d
+from core.models.kernels import BatchNormPoolReLU, Sequential, conv2d
 
 
 def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.Module]:
@@ -46,7 +46,7 @@ def cnn_bn(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifi
     10 epochs with Adam.
     """
     side = conv_out(conv_out(spec.size, 3, 1, pool=True), 3, 0, pool=True)  # 28 -> 14 -> 6
-    body = nn.Sequential(
+    body = Sequential(  # the first conv block trains as one kernel on CPUs
         *conv_block(spec.channels, 12, padding=1, batchnorm=True),
         *conv_block(12, 24, padding=0, batchnorm=True),
         nn.Flatten(),

@@ -1,6 +1,6 @@
-"""Two CPU training paths for layers where PyTorch's own CPU kernels are slow.
+"""CPU training kernels for the layers where PyTorch's own CPU kernels are slow.
 
-Both give the plain layers' results up to float32 rounding, keep the plain layers' weights
+They give the plain layers' results up to float32 rounding, keep the plain layers' weights
 and names, and step aside (to the plain layers) for anything they do not cover: a GPU,
 bfloat16, evaluation, odd sizes, forward hooks, or ``CNN_CLASSROOM_KERNELS=off``.
 
@@ -9,28 +9,36 @@ training step these three layers took a third of the time: run one by one they r
 write the full-size feature map about a dozen times (BatchNorm's statistics, normalisation
 and backward; the pool's forward, winner masks and strided gradient writes; the ReLU).
 Fused, each channel is read twice forward (statistics, then normalise + pool + ReLU into the
-quarter-size output) and twice backward, while the channel's 0.8 MB of a 256-image batch
-stays in the core's L2 cache. Same as ``relu(max_pool2d(batch_norm(x), 2))`` in training
-mode: batch statistics with the biased variance for normalising and the unbiased one for the
-running estimate, ties in a pooling window going to the first element in row-major order
-(as PyTorch's pool), NaN passed through (so a diverging run is still caught).
-The kernels are compiled by Numba (installed with umap-learn) on first use and cached next
-to this file. They run on the calling thread: splitting the channels between two threads
-gained nothing measurable, as PyTorch's OpenMP worker still spins on the other core for a
-while after each of its own parallel ops.
+quarter-size output) and twice backward. Same as ``relu(max_pool2d(batch_norm(x), 2))`` in
+training mode: batch statistics with the biased variance for normalising and the unbiased
+one for the running estimate, ties in a pooling window going to the first element in
+row-major order (as PyTorch's pool), NaN passed through (so a diverging run is still caught).
+
+``Sequential``: ``nn.Sequential`` that trains a 3x3 ``GrayConv2d`` (one input channel, no
+bias) followed by a ``BatchNormPoolReLU`` as one kernel: cnn_bn's first block. The conv's
+output (9.6 MB at batch 256, in memory-bound kernels) is never stored: each channel is
+computed from the 0.9 MB padded input into a buffer that stays in the core's cache, and the
+backward pass gets the conv's weight gradient from the pooled gradient alone (see
+``gray_backward_channel``). The whole block takes 2-3 ms of a cnn_bn step instead of 10.
 
 ``GrayConv2d``: a conv on one input channel (the first layer on grayscale images), whose
 weight gradient oneDNN computes slowly (5-6 ms for cnn_bn's 22 M multiply-adds). It is one
 matrix product: the output gradient, channels by (image, pixel), times the k x k shifted
 copies of the padded input.
+
+The fused kernels (``core/models/fused.py``) are compiled by Numba on first use (about 12 s,
+once) and cached next to that file. Channels are independent (BatchNorm's statistics are per
+channel): they are shared out among PyTorch's own OpenMP threads (see ``openmp``), and each
+channel's result is the same on any number of threads.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
-import math
 import os
-from types import SimpleNamespace
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -38,10 +46,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.models.base import MaxPool2x2
-
-# Reassociation lets the sums vectorise; no "fast" flags that assume away NaN or infinity.
-_FASTMATH = {"reassoc", "contract", "nsz"}
-
 
 SWITCH = "CNN_CLASSROOM_KERNELS"  # "off": always the plain layers (to compare, or debug)
 
@@ -51,157 +55,149 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _kernels() -> SimpleNamespace | None:
-    """The compiled kernels, or None when Numba is missing (the switch is read per call,
-    in ``fusable``, so that it is not cached here)."""
+def _kernels() -> ModuleType | None:
+    """The compiled kernels (``core.models.fused``), or None when Numba is missing (the
+    switch is read per call, in ``fusable``, so that it is not cached here)."""
     try:
-        import numba
+        from core.models import fused
     except ImportError:
         return None
-    jit = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
+    return fused
 
-    @jit
-    def batch_stats(x, mean, var):
-        """Per channel of x (N, C, H, W): mean and biased variance, in two passes."""
-        n, c, hh, ww = x.shape
-        size = hh * ww
-        flat = x.reshape(n, c, size)
-        for ch in range(c):
-            total = 0.0
-            for i in range(n):
-                plane = flat[i, ch]
-                acc = np.float32(0.0)
-                for j in range(size):
-                    acc += plane[j]
-                total += acc
-            mu = total / (n * size)
-            mu32 = np.float32(mu)
-            total = 0.0
-            for i in range(n):
-                plane = flat[i, ch]
-                acc = np.float32(0.0)
-                for j in range(size):
-                    d = plane[j] - mu32
-                    acc += d * d
-                total += acc
-            mean[ch] = mu
-            var[ch] = total / (n * size)
 
-    @jit
-    def pool_forward(x, weight, bias, eps, mean, var, out, code):
-        """out = relu(max_pool(normalised x)); code = each window's winner, 0-3."""
-        n, c, hh, ww = x.shape
-        for ch in range(c):
-            inv = 1.0 / math.sqrt(var[ch] + eps)
-            scale = np.float32(weight[ch] * inv)
-            shift = np.float32(bias[ch] - mean[ch] * weight[ch] * inv)
-            for i in range(n):
-                o, k = out[i, ch], code[i, ch]
-                for r in range(hh // 2):
-                    top, bottom = x[i, ch, 2 * r], x[i, ch, 2 * r + 1]
-                    for q in range(ww // 2):
-                        a = top[2 * q] * scale + shift
-                        b = top[2 * q + 1] * scale + shift
-                        c_ = bottom[2 * q] * scale + shift
-                        d = bottom[2 * q + 1] * scale + shift
-                        # The first of equal maxima wins, as in PyTorch's pool.
-                        best, win = a, 0
-                        if b > best:
-                            best, win = b, 1
-                        if c_ > best:
-                            best, win = c_, 2
-                        if d > best:
-                            best, win = d, 3
-                        k[r, q] = win
-                        # ReLU; a NaN passes (a comparison with NaN is false).
-                        o[r, q] = np.float32(0.0) if best <= 0 else best
+@functools.cache
+def openmp():
+    """``GOMP_parallel`` of the OpenMP runtime PyTorch's CPU ops run on, or None.
 
-    @jit
-    def pool_backward(x, grad, out, code, weight, mean, var, eps, dx, dweight, dbias):
-        n, c, hh, ww = x.shape
-        size = hh * ww
-        count = n * size
-        flat = x.reshape(n, c, size)
-        dflat = dx.reshape(n, c, size)
-        for ch in range(c):
-            mu = np.float32(mean[ch])
-            inv = 1.0 / math.sqrt(var[ch] + eps)
-            # Only each window's winner with a positive output gets a gradient: sum it
-            # (for the bias) and times its normalised input (for the weight). Selects
-            # instead of branches: the ReLU's sign is a coin flip to the branch predictor.
-            sum_dy, sum_dy_x = 0.0, 0.0
-            for i in range(n):
-                g, o, k = grad[i, ch], out[i, ch], code[i, ch]
-                acc, acc_x = np.float32(0.0), np.float32(0.0)
-                for r in range(hh // 2):
-                    for q in range(ww // 2):
-                        w = k[r, q]
-                        dy = g[r, q] if o[r, q] > 0 else np.float32(0.0)
-                        acc += dy
-                        acc_x += dy * (x[i, ch, 2 * r + (w >> 1), 2 * q + (w & 1)] - mu)
-                sum_dy += acc
-                sum_dy_x += acc_x
-            dbias[ch] = sum_dy
-            dweight[ch] = sum_dy_x * inv
-            # dx = weight * inv * (dy - mean(dy) - x_hat * mean(dy * x_hat)): the two mean
-            # terms touch every element, dy only the winners.
-            gain = weight[ch] * inv
-            base = np.float32(-gain * sum_dy / count)
-            slope = np.float32(-gain * sum_dy_x * inv * inv / count)
-            gain32 = np.float32(gain)
-            for i in range(n):
-                plane, dplane = flat[i, ch], dflat[i, ch]
-                for j in range(size):
-                    dplane[j] = base + (plane[j] - mu) * slope
-                g, o, k = grad[i, ch], out[i, ch], code[i, ch]
-                for r in range(hh // 2):
-                    for q in range(ww // 2):
-                        w = k[r, q]
-                        dy = gain32 * g[r, q] if o[r, q] > 0 else np.float32(0.0)
-                        dx[i, ch, 2 * r + (w >> 1), 2 * q + (w & 1)] += dy
+    The kernels run on PyTorch's own worker threads: a second pool (Numba's, or Python
+    threads) gained nothing, because PyTorch's OpenMP worker keeps spinning on the other
+    core for a while after each of its parallel ops, waiting for the next. Only a runtime
+    PyTorch has already loaded is used (RTLD_NOLOAD); LLVM's and Intel's OpenMP runtimes
+    export the same entry point as GNU's.
+    """
+    if not torch.backends.openmp.is_available():
+        return None
+    found = sorted(Path(torch.__file__).parent.joinpath("lib").glob("lib*omp*"))
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: a runtime found outside torch/lib
+            found += sorted({Path(line.split()[-1]) for line in maps if "omp" in line})
+    except OSError:
+        pass
+    for path in found:
+        try:
+            run = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        run.restype = None
+        return run
+    return None
 
-    return SimpleNamespace(
-        batch_stats=batch_stats,
-        pool_forward=pool_forward,
-        pool_backward=pool_backward,
-    )
+
+def _run(task, channels: int, sizes: list[int], arrays: list[np.ndarray]) -> None:
+    """Run a task over ``channels`` channels, its argument block made of a counter,
+    ``sizes`` and the arrays' addresses (the arrays stay referenced here while it runs)."""
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            raise ValueError("the kernels take contiguous arrays")
+    block = np.array([0, *sizes, *(a.ctypes.data for a in arrays)], np.int64)
+    threads = min(torch.get_num_threads(), channels)
+    parallel = openmp() if threads > 1 else None
+    if parallel is not None:
+        parallel(task.address, block.ctypes.data, threads, 0)
+    else:
+        task.ctypes(block.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+
+
+def _update_running(bn: nn.BatchNorm2d, mean: np.ndarray, var: np.ndarray, count: int):
+    """The running estimates, as nn.BatchNorm2d keeps them (unbiased variance)."""
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        bn.running_mean.lerp_(torch.from_numpy(mean).to(bn.running_mean), bn.momentum)
+        unbiased = var * (count / max(count - 1, 1))
+        bn.running_var.lerp_(torch.from_numpy(unbiased).to(bn.running_var), bn.momentum)
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
 
 
 class _BatchNormPoolReLU(torch.autograd.Function):
     """BatchNorm (training) -> 2x2 max-pool -> ReLU by the kernels above."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
-        kern = _kernels()
+    def forward(ctx, x, weight, bias, bn):
         n, c, hh, ww = x.shape
-        xs, w, b = x.detach().numpy(), weight.detach().numpy(), bias.detach().numpy()
         mean, var = np.empty(c), np.empty(c)
-        kern.batch_stats(xs, mean, var)
         out = x.new_empty(n, c, hh // 2, ww // 2)
         code = torch.empty(out.shape, dtype=torch.uint8)
-        kern.pool_forward(xs, w, b, eps, mean, var, out.numpy(), code.numpy())
-        count = n * hh * ww
-        with torch.no_grad():  # the running estimates, as nn.BatchNorm2d keeps them
-            running_mean.lerp_(torch.from_numpy(mean).to(running_mean), momentum)
-            unbiased = var * (count / max(count - 1, 1))
-            running_var.lerp_(torch.from_numpy(unbiased).to(running_var), momentum)
+        _run(
+            _kernels().forward_task, c, [n, c, hh, ww],
+            [_array(x), _array(weight), _array(bias), np.array([bn.eps]), mean, var,
+             out.numpy(), code.numpy()],
+        )  # fmt: skip
+        _update_running(bn, mean, var, n * hh * ww)
         ctx.save_for_backward(x, weight, out, code)
-        ctx.stats = mean, var, eps
+        ctx.stats = mean, var, bn.eps
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        kern = _kernels()
         x, weight, out, code = ctx.saved_tensors
         mean, var, eps = ctx.stats
-        dx = torch.empty_like(x)
-        dweight, dbias = torch.empty(x.shape[1]), torch.empty(x.shape[1])
-        xs, gs, w = x.detach().numpy(), grad.contiguous().numpy(), weight.detach().numpy()
-        kern.pool_backward(
-            xs, gs, out.numpy(), code.numpy(), w, mean, var, eps,
-            dx.numpy(), dweight.numpy(), dbias.numpy(),
+        n, c, hh, ww = x.shape
+        dx, dweight, dbias = torch.empty_like(x), torch.empty(c), torch.empty(c)
+        _run(
+            _kernels().backward_task, c, [n, c, hh, ww],
+            [_array(x), dx.numpy(), grad.contiguous().numpy(), out.numpy(), code.numpy(),
+             _array(weight), np.array([eps]), mean, var, dweight.numpy(), dbias.numpy()],
         )  # fmt: skip
-        return dx, dweight.to(weight), dbias.to(weight), None, None, None, None
+        return dx, dweight.to(weight), dbias.to(weight), None
+
+
+class _GrayBlock(torch.autograd.Function):
+    """conv 3x3 (one input channel, no bias) -> BatchNorm -> pool -> ReLU, training."""
+
+    @staticmethod
+    def forward(ctx, x, conv_weight, weight, bias, bn, padding):
+        xp = F.pad(x[:, 0], (padding,) * 4).contiguous()
+        n, c = x.shape[0], conv_weight.shape[0]
+        hh, ww = xp.shape[1] - 2, xp.shape[2] - 2
+        mean, var = np.empty(c), np.empty(c)
+        out = x.new_empty(n, c, hh // 2, ww // 2)
+        code = torch.empty(out.shape, dtype=torch.uint8)
+        at_win = torch.empty_like(out)  # the conv's output at each window's winner
+        gram, tap = np.zeros((c, 9, 9)), np.zeros((c, 9))
+        cw = _array(conv_weight).reshape(c, 9)
+        mask = np.tile(np.arange(ww + 2) < ww, hh)[:-2].astype(np.float32)  # see tap_products
+        _run(
+            _kernels().gray_forward_task, c, [n, c, hh, ww],
+            [xp.numpy(), cw, _array(weight), _array(bias), np.array([bn.eps]), mean, var,
+             out.numpy(), code.numpy(), at_win.numpy(), gram, tap, mask],
+        )  # fmt: skip
+        _update_running(bn, mean, var, n * hh * ww)
+        ctx.save_for_backward(xp, conv_weight, weight, out, code, at_win)
+        ctx.stats = mean, var, bn.eps, gram, tap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, conv_weight, weight, out, code, at_win = ctx.saved_tensors
+        mean, var, eps, gram, tap = ctx.stats
+        n, c, h, w = out.shape
+        dcw, dweight, dbias = torch.empty(c, 9), torch.empty(c), torch.empty(c)
+        _run(
+            _kernels().gray_backward_task, c, [n, c, 2 * h, 2 * w],
+            [xp.numpy(), grad.contiguous().numpy(), out.numpy(), code.numpy(),
+             at_win.numpy(), _array(conv_weight).reshape(c, 9), _array(weight),
+             np.array([eps]), mean, var, gram, tap, dcw.numpy(), dweight.numpy(),
+             dbias.numpy()],
+        )  # fmt: skip
+        return None, dcw.view_as(conv_weight), dweight, dbias, None, None
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 class BatchNormPoolReLU(nn.Module):
@@ -220,21 +216,24 @@ class BatchNormPoolReLU(nn.Module):
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.pool(self.bn(x)))
 
-    def fusable(self, x: torch.Tensor) -> bool:
+    def fusable(self, x: torch.Tensor, sides: tuple[int, int] | None = None) -> bool:
+        """Whether the kernels take x; ``sides``: the height and width of the maps this
+        block gets, when x is the input of a conv before it (see ``Sequential``)."""
         bn = self.bn
+        height, width = x.shape[-2:] if sides is None else sides
         return (
             self.training
             and torch.is_grad_enabled()
             and x.device.type == "cpu"
             and x.dtype == bn.weight.dtype == torch.float32
             and x.ndim == 4
-            and x.shape[-2] % 2 == 0
-            and x.shape[-1] % 2 == 0
+            and height % 2 == width % 2 == 0
+            and height > 0
+            and width > 0
             and bn.affine
             and bn.track_running_stats
             and bn.momentum is not None
-            and not (self._forward_hooks or self._forward_pre_hooks)
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in self.children())
+            and not _hooked(self)
             and enabled()
             and _kernels() is not None
         )
@@ -243,15 +242,67 @@ class BatchNormPoolReLU(nn.Module):
         if not self.fusable(x):
             return self.plain(x)
         bn = self.bn
-        bn.num_batches_tracked.add_(1)
-        return _BatchNormPoolReLU.apply(
-            x.contiguous(), bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            bn.momentum, bn.eps,
-        )  # fmt: skip
+        return _BatchNormPoolReLU.apply(x.contiguous(), bn.weight, bn.bias, bn)
+
+
+class Sequential(nn.Sequential):
+    """``nn.Sequential`` that trains a GrayConv2d (3x3, stride 1, no bias) followed by a
+    BatchNormPoolReLU as one kernel on CPUs (see the module doc); same layers, names and
+    results."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _gray_block(layers[i], layers[i + 1], x):
+                conv, block = layers[i], layers[i + 1]
+                bn = block.bn
+                x = _GrayBlock.apply(x, conv.weight, bn.weight, bn.bias, bn, conv.padding[0])
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x
+
+
+def _gray_block(conv: nn.Module, block: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``conv`` then ``block`` train as one kernel on x."""
+    if not (isinstance(conv, GrayConv2d) and isinstance(block, BatchNormPoolReLU)):
+        return False
+    pad = conv.padding[0]
+    return (
+        conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.padding == (pad, pad)
+        and conv.padding_mode == "zeros"
+        and conv.bias is None
+        and not x.requires_grad
+        and not _hooked(conv)
+        and x.shape[-3] == 1
+        and block.fusable(x, (x.shape[-2] + 2 * pad - 2, x.shape[-1] + 2 * pad - 2))
+    )
+
+
+def taps(x: torch.Tensor, k: int, stride: int, padding: int) -> torch.Tensor:
+    """The k*k shifted copies of a one-channel batch that a k x k conv weighs: (k*k,
+    N*Ho*Wo), tap (i, j) holding each output pixel's input at offset (i, j)."""
+    padded = F.pad(x, (padding,) * 4)[:, 0]
+    ho = (padded.shape[1] - k) // stride + 1
+    wo = (padded.shape[2] - k) // stride + 1
+    rows, cols = stride * (ho - 1) + 1, stride * (wo - 1) + 1  # the span one tap sweeps
+    return torch.stack(
+        [
+            padded[:, i : i + rows : stride, j : j + cols : stride]
+            for i in range(k)
+            for j in range(k)
+        ]
+    ).view(k * k, -1)
 
 
 class _GrayConvWeightGrad(torch.autograd.Function):
-    """conv2d(x, weight, bias) with x of one channel; the weight gradient by one GEMM."""
+    """conv2d(x, weight, bias) with x of one channel; the weight gradient one (C, N*Ho*Wo)
+    x (N*Ho*Wo, k*k) matrix product with the taps."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
@@ -262,21 +313,15 @@ class _GrayConvWeightGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        _, c, ho, wo = grad.shape
-        k, s, pad = weight.shape[-1], ctx.stride, ctx.padding
+        c, s, pad = weight.shape[0], ctx.stride, ctx.padding
         dx = dbias = None
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, [s, s], [pad, pad], [1, 1], False, [0, 0], 1,
                 [True, False, False],
             )[0]  # fmt: skip
-        padded = F.pad(x, (pad, pad, pad, pad))[:, 0]
-        rows, cols = s * (ho - 1) + 1, s * (wo - 1) + 1  # the span one tap sweeps
-        shifted = torch.stack(
-            [padded[:, i : i + rows : s, j : j + cols : s] for i in range(k) for j in range(k)]
-        ).view(k * k, -1)  # (k*k, N*Ho*Wo)
         per_channel = grad.transpose(0, 1).reshape(c, -1)  # (C, N*Ho*Wo)
-        dweight = (per_channel @ shifted.T).view_as(weight)
+        dweight = (per_channel @ taps(x, weight.shape[-1], s, pad).T).view_as(weight)
         if ctx.needs_input_grad[2]:
             dbias = per_channel.sum(1)
         return dx, dweight, dbias, None, None
