@@ -64,6 +64,25 @@ def test_forward_features_and_gradients(name, spec_id):
 
 
 @pytest.mark.parametrize("name", OFFLINE)
+def test_every_model_trains_under_bf16_autocast(name):
+    """The trainer's bf16 path on CPUs with AVX512-BF16 (bf16="auto" there): the custom
+    layers' backward passes get bfloat16 gradients (GrayConv2d once crashed on them)."""
+    model = build(name).train()
+    x = torch.rand(8, 1, 28, 28)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = model(x)
+        if getattr(model, "task", "classify") == "reconstruct":
+            loss = F.mse_loss(out.float(), x)
+        else:
+            loss = F.cross_entropy(out.float(), torch.arange(8) % 10)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.dtype == p.dtype, pname
+            assert torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", OFFLINE)
 def test_eval_mode_is_deterministic_and_normalisation_travels_with_weights(name):
     model = build(name).eval()
     x = torch.rand(3, 1, 28, 28)

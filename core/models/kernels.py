@@ -343,6 +343,7 @@ class GrayConv2d(nn.Conv2d):
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
             and x.ndim == 4
+            and not torch.is_autocast_enabled(x.device.type)  # its backward is float32
             and enabled()
         ):
             return super().forward(x)
