@@ -26,7 +26,7 @@ weight gradient oneDNN computes slowly (5-6 ms for cnn_bn's 22 M multiply-adds).
 matrix product: the output gradient, channels by (image, pixel), times the k x k shifted
 copies of the padded input.
 
-The fused kernels (``core/models/fused.py``) are compiled by Numba on first use (about 12 s,
+The fused kernels (``core/models/fused.py``) are compiled by Numba on first use (about 9 s,
 once) and cached next to that file. Channels are independent (BatchNorm's statistics are per
 channel): they are shared out among PyTorch's own OpenMP threads (see ``openmp``), and each
 channel's result is the same on any number of threads.
