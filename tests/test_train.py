@@ -69,6 +69,19 @@ def test_overfits_one_batch(model):
     assert done.history["train_loss"][-1] < done.history["train_loss"][0] / 10
 
 
+@pytest.mark.parametrize("model", ["cnn_bn", "cnn_small", "fast"])
+def test_the_bf16_path_learns(model):
+    """bf16="on" autocast on the CPU (what "auto" picks on CPUs with AVX512-BF16; PyTorch
+    emulates it elsewhere): the whole loop, the fused kernels beside bfloat16 layers."""
+    cfg = config(DIGITS_256, model, epochs=6, lr=3e-3, bf16="on")
+    done = run(cfg)[-1]
+    assert isinstance(done, Finished)
+    losses = done.history["train_loss"]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] / 2
+    assert done.history["val_accuracy"][-1] >= 0.6  # 10 digit classes: chance is 0.1
+
+
 # -- events ---------------------------------------------------------------------------------
 
 
