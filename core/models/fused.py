@@ -234,17 +234,7 @@ def gray_backward_channel(
         g, o, k, v = grad[i * c + ch], out[i * c + ch], code[i * c + ch], xw[i * c + ch]
         plane = xp[i].ravel()
         acc, acc_x = zero, zero
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (
-            zero,
-            zero,
-            zero,
-            zero,
-            zero,
-            zero,
-            zero,
-            zero,
-            zero,
-        )
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
         for r in range(h):
             for q in range(w):
                 j = r * w + q
