@@ -8,6 +8,7 @@ request, where the model looked. Every failure a user can cause is a ``UserError
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from core.store import Store
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # an upload larger than this is not read at all
 DEFAULT_PRESET = "fast"  # trained once when the store has nothing to classify with
+QUEUE_OWNER = "classify-tab"  # the owner of that job in the class's queue
 
 
 class FileTooLarge(UserError):
@@ -78,6 +80,7 @@ class Classifier:
         self.cache_size = cache_size
         self._models: OrderedDict[str, tuple] = OrderedDict()  # run id -> (model, meta), LRU
         self._lock = threading.Lock()
+        self._jobs = None  # the job queue, once an empty store needed a run
 
     def runs(self) -> list[dict]:
         """Metadata of the runs an image can go to, best first."""
@@ -88,27 +91,42 @@ class Classifier:
         return runs[0]["run_id"] if runs else None
 
     def ensure_run(self, progress: Callable[[float, str], None] | None = None) -> str:
-        """The best run's id; with an empty store, the ``fast`` preset is trained first (once:
-        a second caller waits for the first through the store's lock). ``progress`` gets
-        (fraction done, "training" or "waiting")."""
+        """The best run's id; with an empty store, the ``fast`` preset is trained first, once,
+        as a job of the class's queue (a worker process trains it, never this server; a
+        second caller, here or in another process, waits for the same job). ``progress``
+        gets (fraction done, "training" or "waiting")."""
         if (run_id := self.best()) is not None:
             return run_id
         from core import presets
-        from core.runs import Stored, Waiting, train_or_load
-        from core.train import BatchEnd, Diverged
 
-        cfg = presets.get(DEFAULT_PRESET).config
-        for event in train_or_load(cfg, self.store):
-            if isinstance(event, BatchEnd) and progress is not None:
-                done = (event.epoch - 1 + event.batch / event.batches) / cfg.train.epochs
-                progress(min(done, 1.0), "training")
-            elif isinstance(event, Waiting) and progress is not None:
-                progress(0.0, "waiting")
-            elif isinstance(event, Diverged):  # a fixed recipe: only a broken install gets here
-                raise UserError(f"training the {DEFAULT_PRESET} preset failed: {event.reason}")
-            elif isinstance(event, Stored):
-                return event.run_id
-        raise UserError(f"training the {DEFAULT_PRESET} preset was stopped")
+        with self._lock:  # one caller of this process submits; the others find its job
+            queue = self._queue()
+            live = [j for j in queue.jobs(QUEUE_OWNER) if not j.is_final]
+            job = live[0] if live else queue.submit(presets.get(DEFAULT_PRESET).config,
+                                                    QUEUE_OWNER)  # fmt: skip
+        while not job.is_final:
+            if progress is not None:
+                p = job.progress
+                if job.state == "running" and p:
+                    done = (p["epoch"] - 1 + p["batch"] / p["batches"]) / p["epochs"]
+                    progress(min(done, 1.0), "training")
+                else:
+                    progress(0.0, "waiting")
+            time.sleep(0.25)
+            job = queue.get(job.id) or job
+        if job.state == "done" and job.run_id:
+            return job.run_id
+        why = job.message or job.state
+        raise UserError(f"training the {DEFAULT_PRESET} preset did not finish: {why}")
+
+    def _queue(self):
+        """The class's job queue on this store (made on first use: only an empty store
+        needs it). Call with ``self._lock`` held."""
+        if self._jobs is None:
+            from core.jobs import JobQueue
+
+            self._jobs = JobQueue(self.store)
+        return self._jobs
 
     def model(self, run_id: str) -> tuple:
         """(model in eval mode, meta), loaded once and kept (the last ``cache_size`` used)."""

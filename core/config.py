@@ -18,6 +18,20 @@ TUNE_MODES = ("frozen", "top", "all")  # backbones: fixed features, last stage, 
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 TUPLE_FIELDS = ("hidden", "stages", "no_relu", "no_pool", "skip")  # ModelConfig int tuples
 
+# Upper bounds: what a classroom run can use. Beyond them a typo (epochs=1000000000,
+# hidden=1000000000x1) would allocate gigabytes or never end; the size of the built model
+# and its training memory are bounded in core.runs (a cap on parameters and on memory).
+MAX_EPOCHS = 500
+MAX_BATCH = 4096
+MAX_LAYERS = 8  # dense hidden layers, or conv stages
+MAX_UNITS = 4096  # units of a dense layer, latent units
+MAX_CHANNELS = 1024  # channels of a conv layer or stage
+MAX_KERNEL = 15
+MAX_JITTER = 64  # pixels; and at most half the image side
+MAX_IMAGES = 10_000_000  # val_size, train_limit
+MAX_PATIENCE = 1000  # epochs: early stopping, step size, plateau patience
+MAX_SEED = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -100,27 +114,34 @@ def from_dict(d: dict) -> RunConfig:
         raise UserError(f"bad run configuration: {e}") from None
 
 
+def _bounded(name: str, value, low, high, unit: str = "") -> None:
+    """``low <= value <= high`` (finite), or one clear line naming the field and its range."""
+    ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
+    if not ok:
+        raise UserError(f"{name} must be between {low:g} and {high:g}{unit} (got {value})")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
-    """Raise UserError with one clear line for any value a run cannot use."""
+    """Raise UserError with one clear line for any value a run cannot use, too small or too
+    large (the bounds above)."""
     t = cfg.train
-    if t.epochs < 1:
-        raise UserError(f"epochs must be at least 1 (got {t.epochs})")
-    if t.batch_size < 1:
-        raise UserError(f"batch size must be at least 1 (got {t.batch_size})")
-    if not (math.isfinite(t.lr) and t.lr > 0):
-        raise UserError(f"learning rate must be a positive number (got {t.lr})")
+    _bounded("epochs", t.epochs, 1, MAX_EPOCHS)
+    _bounded("batch size", t.batch_size, 1, MAX_BATCH)
+    if not (math.isfinite(t.lr) and 0 < t.lr <= 1e4):
+        raise UserError(f"learning rate must be a positive number up to 1e4 (got {t.lr})")
     if t.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {t.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if t.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {t.schedule!r}; choose from {', '.join(SCHEDULES)}")
-    for name in ("weight_decay", "l1", "l2", "jitter", "early_stopping"):
-        value = getattr(t, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{name.replace('_', ' ')} must be zero or more (got {value})")
+    for name in ("weight_decay", "l1", "l2"):
+        _bounded(name.replace("_", " "), getattr(t, name), 0, 100)
+    _bounded("jitter", t.jitter, 0, MAX_JITTER, " pixels")
+    _bounded("early stopping", t.early_stopping, 0, MAX_PATIENCE, " epochs")
     if not 0 <= t.label_smoothing < 1:
         raise UserError(f"label smoothing must be in [0, 1) (got {t.label_smoothing})")
-    if t.step_size < 1:
-        raise UserError(f"step size must be at least 1 epoch (got {t.step_size})")
+    _bounded("step size", t.step_size, 1, MAX_PATIENCE, " epochs")
+    _bounded("plateau patience", t.plateau_patience, 0, MAX_PATIENCE, " epochs")
+    _bounded("seed", t.seed, 0, MAX_SEED)
     if not 0 <= t.momentum < 1:
         raise UserError(f"momentum must be in [0, 1) (got {t.momentum})")
     if not 0 < t.gamma <= 1:
@@ -132,36 +153,48 @@ def validate(cfg: RunConfig) -> RunConfig:
     m = cfg.model
     if m.dropout is not None and not 0 <= m.dropout < 1:
         raise UserError(f"dropout must be in [0, 1) (got {m.dropout})")
-    if m.hidden is not None and (not m.hidden or any(h < 1 for h in m.hidden)):
-        raise UserError(f"hidden layer sizes must be at least 1 (got {list(m.hidden)})")
-    if m.width is not None and m.width < 1:
-        raise UserError(f"width must be at least 1 (got {m.width})")
-    if m.latent is not None and m.latent < 1:
-        raise UserError(f"latent size must be at least 1 (got {m.latent})")
+    if m.hidden is not None:
+        if not m.hidden or len(m.hidden) > MAX_LAYERS:
+            raise UserError(f"give 1 to {MAX_LAYERS} hidden layers (got {len(m.hidden)})")
+        for h in m.hidden:
+            _bounded("a hidden layer's size", h, 1, MAX_UNITS, " units")
+    if m.width is not None:
+        _bounded("width", m.width, 1, MAX_CHANNELS, " channels")
+    if m.latent is not None:
+        _bounded("latent size", m.latent, 1, MAX_UNITS, " units")
     if m.encoder_mode is not None and m.encoder_mode not in ENCODER_MODES:
         raise UserError(f"unknown encoder mode {m.encoder_mode!r}; choose from "
                         f"{', '.join(ENCODER_MODES)}")  # fmt: skip
     if m.tune is not None and m.tune not in TUNE_MODES:
         raise UserError(f"unknown tune mode {m.tune!r}; choose from {', '.join(TUNE_MODES)}")
-    if m.resolution is not None and not 32 <= m.resolution <= 512:
-        raise UserError(f"resolution must be between 32 and 512 pixels (got {m.resolution})")
+    if m.resolution is not None:
+        _bounded("resolution", m.resolution, 32, 512, " pixels")
     _validate_stages(m)
     if m.name == "ae_classifier" and not m.encoder:
         raise UserError("ae_classifier needs --encoder RUN_ID: a stored conv_autoencoder run")
-    if cfg.data.val_size < 1:
-        raise UserError(f"validation size must be at least 1 (got {cfg.data.val_size})")
-    if cfg.data.image_size is not None and not 8 <= cfg.data.image_size <= 512:
-        raise UserError(f"image size must be between 8 and 512 pixels (got {cfg.data.image_size})")
-    if cfg.data.train_limit is not None and cfg.data.train_limit < 1:
-        raise UserError(f"train limit must be at least 1 (got {cfg.data.train_limit})")
+    d = cfg.data
+    _bounded("validation size", d.val_size, 1, MAX_IMAGES, " images")
+    if d.image_size is not None:
+        _bounded("image size", d.image_size, 8, 512, " pixels")
+        if t.jitter > d.image_size // 2:
+            raise UserError(f"jitter must be at most half the image side, {d.image_size // 2} "
+                            f"pixels (got {t.jitter})")  # fmt: skip
+    if d.train_limit is not None:
+        _bounded("train limit", d.train_limit, 1, MAX_IMAGES, " images")
+    _bounded("split seed", d.split_seed, 0, MAX_SEED)
     return cfg
 
 
 def _validate_stages(m: ModelConfig) -> None:
-    if m.stages is not None and (not m.stages or any(c < 1 for c in m.stages)):
-        raise UserError(f"stage channels must be at least 1 (got {list(m.stages)})")
-    if m.kernel is not None and (m.kernel < 1 or m.kernel % 2 == 0):
-        raise UserError(f"kernel must be an odd number of pixels (got {m.kernel})")
+    if m.stages is not None:
+        if not m.stages or len(m.stages) > MAX_LAYERS:
+            raise UserError(f"give 1 to {MAX_LAYERS} conv stages (got {len(m.stages)})")
+        for c in m.stages:
+            _bounded("a stage's channels", c, 1, MAX_CHANNELS)
+    if m.kernel is not None:
+        _bounded("kernel", m.kernel, 1, MAX_KERNEL, " pixels")
+        if m.kernel % 2 == 0:
+            raise UserError(f"kernel must be an odd number of pixels (got {m.kernel})")
     count = len(m.stages) if m.stages is not None else 4  # cnn_stages' default: 4 stages
     for name in ("no_relu", "no_pool", "skip"):
         stages = getattr(m, name) or ()

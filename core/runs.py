@@ -7,6 +7,7 @@ key it yields ``Waiting``, waits for that run, and reuses it.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -32,16 +33,69 @@ class Stored:
     model: object = field(default=None, repr=False)  # set when this call trained it
 
 
-def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
-    """(the config as it will run, its run id). Needs no torch and decodes no image.
+MAX_PARAMS_ENV, MAX_MEMORY_ENV = "CNN_CLASSROOM_MAX_PARAMS", "CNN_CLASSROOM_MAX_RUN_MB"
+# vgg16 (138 million parameters) is the largest network a class picks from the list.
+MAX_PARAMS = 150_000_000
+MAX_MEMORY_MB = 6144  # a run's estimated training memory (core.models.footprint)
 
-    An ``ae_classifier`` takes its encoder's architecture (latent size, dropout, pooling) and
-    data from the stored autoencoder run it names; its mode defaults to "finetune".
+
+def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
+    """(the config as it will run, its run id). Decodes no image.
+
+    Every field is bounded (config.validate), and so are the model's size and its training
+    memory (``check_size``). An ``ae_classifier`` takes its encoder's architecture (latent
+    size, dropout, pooling) and data from the stored autoencoder run it names; its mode
+    defaults to "finetune".
     """
     cfg = validate(replace(cfg, data=datasets.effective(cfg.data)))
     if cfg.model.name == "ae_classifier":
         cfg = _with_encoder(cfg, store or Store())
+    check_size(cfg)
     return cfg, run_key(cfg, datasets.identity(cfg.data))
+
+
+def _limit(env: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(env, default)))
+    except ValueError:
+        return default
+
+
+def input_shape(data_cfg) -> tuple[int, int, int]:
+    """(channels, side, classes) a run on ``data_cfg`` will see, without decoding an image
+    (a photo folder counts as colour: the larger case)."""
+    source = datasets.describe(data_cfg)
+    side = data_cfg.image_size or source.native_size
+    if source.kind != "folder":
+        return 1, side, 10
+    from core.data import folder
+
+    return 3, side, len(folder.scan(source.folder).classes)
+
+
+def check_size(cfg: RunConfig) -> None:
+    """Refuse, with one line, a model above the parameter cap or a run whose estimated
+    training memory is above the memory cap (the teacher sets both: CNN_CLASSROOM_MAX_PARAMS,
+    CNN_CLASSROOM_MAX_RUN_MB)."""
+    from core import models
+    from core.models.base import InputSpec
+
+    channels, side, classes = input_shape(cfg.data)
+    spec = InputSpec(channels, side, classes, (0.5,) * channels, (0.5,) * channels)
+    try:
+        params, memory = models.footprint(cfg.model, spec, cfg.train.batch_size)
+    except (RuntimeError, ValueError) as e:  # shapes that do not fit (a map shrunk to nothing)
+        raise UserError(f"{cfg.model.name} cannot take {side}x{side} images with these "
+                        f"settings: {str(e).splitlines()[0]}") from None  # fmt: skip
+    max_params = _limit(MAX_PARAMS_ENV, MAX_PARAMS)
+    if params > max_params:
+        raise UserError(f"this model has {params:,} parameters; the limit is {max_params:,} "
+                        "(fewer or smaller layers)")  # fmt: skip
+    max_mb = _limit(MAX_MEMORY_ENV, MAX_MEMORY_MB)
+    if memory > max_mb * 2**20:
+        raise UserError(f"this run needs about {memory / 2**30:.1f} GiB of memory to train; "
+                        f"the limit is {max_mb / 1024:.1f} GiB (a smaller batch, image or "
+                        "model)")  # fmt: skip
 
 
 def _with_encoder(cfg: RunConfig, store: Store) -> RunConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import random
 import socket
@@ -142,11 +143,18 @@ def grid(base: RunConfig, spec: dict[str, list], sample: int | None = None,
     """Every combination of the grid's values on top of ``base`` (or ``sample`` of them,
     drawn without replacement with ``seed``). Each variant is validated here, before any
     training starts."""
-    combos = list(itertools.product(*spec.values()))
-    if sample is not None:
-        if sample < 1:
-            raise UserError(f"--random must be at least 1 (got {sample})")
-        combos = random.Random(seed).sample(combos, min(sample, len(combos)))
+    count = math.prod(len(values) for values in spec.values())
+    if sample is not None and sample < 1:
+        raise UserError(f"--random must be at least 1 (got {sample})")
+    limit = max_variants()
+    if min(count, sample or count) > limit:  # counted before anything is expanded
+        raise UserError(f"the grid has {count:,} combinations; the limit is {limit} runs "
+                        "(fewer values, or --random N)")  # fmt: skip
+    if sample is not None and sample < count:
+        picks = sorted(random.Random(seed).sample(range(count), sample))
+        combos = [_nth_combination(spec, i) for i in picks]
+    else:
+        combos = list(itertools.product(*spec.values()))
     variants = []
     for values in combos:
         cfg, params = base, dict(zip(spec, values, strict=True))
@@ -155,6 +163,23 @@ def grid(base: RunConfig, spec: dict[str, list], sample: int | None = None,
         name = " ".join(f"{k}={show(v)}" for k, v in params.items())
         variants.append(Variant(name, validate(cfg), params))
     return variants
+
+
+def max_variants() -> int:
+    """Runs one sweep or ablation set may have (the teacher sets CNN_CLASSROOM_MAX_VARIANTS)."""
+    from core.jobs import MAX_VARIANTS, MAX_VARIANTS_ENV, env_int
+
+    return env_int(MAX_VARIANTS_ENV, MAX_VARIANTS)
+
+
+def _nth_combination(spec: dict[str, list], index: int) -> tuple:
+    """The ``index``-th element of ``itertools.product(*spec.values())``, without listing
+    the others (a grid of a billion combinations sampled with --random 4 stays cheap)."""
+    values = []
+    for options in reversed(list(spec.values())):
+        index, i = divmod(index, len(options))
+        values.append(options[i])
+    return tuple(reversed(values))
 
 
 def ablations(base: RunConfig, which: Iterable[str] | None = None) -> list[Variant]:
@@ -276,13 +301,7 @@ def run_ray(variants: list[Variant], store: str | None, address: str,
     except ImportError:
         raise UserError("Ray is not installed: pip install 'ray[tune]'") from None
     store = str(Path(store).resolve()) if store else None
-    _check_reachable(address)
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"py_modules": [str(Path(__file__).parent)],
-                              "env_vars": {THREADS_ENV: str(threads)}})  # fmt: skip
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot reach a Ray cluster at {address}: {e}") from None
+    connect_ray(address, threads)
     try:
         space = [{"name": v.name, "cfg": to_dict(v.cfg), "store": store, "params": v.params}
                  for v in variants]  # fmt: skip
@@ -302,6 +321,22 @@ def run_ray(variants: list[Variant], store: str | None, address: str,
     finally:
         ray.shutdown()
     return [rows[v.name] for v in variants]
+
+
+def connect_ray(address: str, threads: int = 1) -> None:
+    """``ray.init`` on the cluster at ``address``, with ``core`` shipped to its workers and
+    each task's training threads set; one clear line when nothing answers there."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("Ray is not installed: pip install 'ray[tune]'") from None
+    _check_reachable(address)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                 runtime_env={"py_modules": [str(Path(__file__).parent)],
+                              "env_vars": {THREADS_ENV: str(threads)}})  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot reach a Ray cluster at {address}: {e}") from None
 
 
 def _check_reachable(address: str) -> None:

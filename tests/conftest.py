@@ -50,7 +50,19 @@ def session_store(tmp_path_factory):
         mp.setenv("CNN_CLASSROOM_OFFLINE", "1")
         # Page tests do not start the Gradio tab; tests/test_browser.py turns it back on.
         mp.setenv("CNN_CLASSROOM_GRADIO", "off")
+        # Nor a worker process ahead of a first job (each page test's queue would).
+        mp.setenv("CNN_CLASSROOM_WARM_WORKER", "off")
         yield root
+
+
+@pytest.fixture(autouse=True)
+def end_queues():
+    """Every job queue a test made stops dispatching and ends its worker processes."""
+    yield
+    from core.jobs import JobQueue
+
+    for queue in list(JobQueue.instances):
+        queue.shutdown()
 
 
 @pytest.fixture(autouse=True)

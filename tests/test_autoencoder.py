@@ -151,7 +151,8 @@ def test_a_classifier_needs_a_stored_autoencoder_with_the_same_architecture(lab)
 
 
 def test_an_autoencoder_job_shows_its_reconstructions_after_every_epoch(tmp_path):
-    from core.jobs import PREVIEW, JobQueue
+    from core.jobs import JobQueue
+    from core.worker import PREVIEW
 
     queue = JobQueue(Store(tmp_path), precompute_maps=False)
     try:
@@ -162,6 +163,7 @@ def test_an_autoencoder_job_shows_its_reconstructions_after_every_epoch(tmp_path
             if job.preview:
                 seen.add(job.preview["epoch"])
             time.sleep(0.01)
+            job = queue.get(job.id)
         assert job.state == "done", job.message
         snap = job.snapshot()["preview"]
         assert snap["epoch"] == 3 and seen <= {1, 2, 3}
@@ -252,10 +254,7 @@ def test_the_page_trains_an_autoencoder_and_shows_its_reconstructions(monkeypatc
     assert not at.exception, at.exception
     queue = jobs()
     try:
-        job = queue.get(at.session_state["ae_job"])
-        deadline = time.time() + 180
-        while not job.is_final and time.time() < deadline:
-            time.sleep(0.2)
+        job = queue.wait(at.session_state["ae_job"], 180)
         assert job.state == "done", job.message
         assert job.preview["epoch"] == 2
         at.run()

@@ -8,6 +8,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.jobs import LIVE
 from tests.conftest import open_page
 
 
@@ -20,7 +21,7 @@ def wait_for_jobs(timeout: float = 300) -> None:
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if all(j.is_final for j in jobs()._jobs.values()):
+        if jobs().count(LIVE) == 0:
             return
         time.sleep(0.2)
     pytest.fail(f"jobs still running after {timeout} s (store {store().root})")
@@ -89,10 +90,10 @@ def test_ablations_run_from_the_page_and_a_divergence_is_marked(monkeypatch, tmp
         assert plotly_types(at).count("bar") >= 1  # the hatched "diverged" bars
 
         # Run again: a diverged run is tried again, a stored one is not.
-        queued = len(jobs()._jobs)
+        queued = jobs().count()
         at.button(key="ab_run").click().run()
         wait_for_jobs()
-        assert len(jobs()._jobs) == queued + states.count("diverged at epoch 1")
+        assert jobs().count() == queued + states.count("diverged at epoch 1")
         assert not list((tmp_path / "embeddings").glob("*-tsne-*.npy"))  # experiments skip maps
     finally:
         jobs().shutdown()
@@ -144,9 +145,7 @@ def test_experiment_jobs_skip_the_map_other_jobs_compute_it(tmp_path):
         plain = queue.submit(TINY, "me")
         experiment = queue.submit(replace(TINY, train=replace(TINY.train, seed=1)), "me",
                                   map_after=False)  # fmt: skip
-        deadline = time.time() + 180
-        while not (plain.is_final and experiment.is_final) and time.time() < deadline:
-            time.sleep(0.1)
+        plain, experiment = (queue.wait(j.id, 180) for j in (plain, experiment))
         assert plain.state == experiment.state == "done"
     finally:
         queue.shutdown()

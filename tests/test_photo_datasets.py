@@ -4,7 +4,6 @@ the teacher offers, the class balance, refusals, and a backbone trained on them.
 from __future__ import annotations
 
 import shutil
-import time
 import zipfile
 
 import pytest
@@ -87,11 +86,8 @@ def test_train_page_trains_a_backbone_on_an_offered_folder(tmp_path, monkeypatch
     next(b for b in at.button if b.label == "Start").click().run()
     from ui.state import jobs
 
-    job = jobs().get(at.session_state["job"], at.session_state["user"])
     try:
-        deadline = time.monotonic() + 120
-        while not job.is_final and time.monotonic() < deadline:
-            time.sleep(0.2)
+        job = jobs().wait(at.session_state["job"], 120)
         assert job.state == "done", job.snapshot()["message"]
         assert job.cfg.data.image_size == 288 and job.cfg.model.tune == "frozen"
     finally:

@@ -27,8 +27,11 @@ def store() -> Store:
 
 @st.cache_resource(show_spinner=False)
 def jobs() -> JobQueue:
-    """One queue per server: runs beyond its worker slots wait their turn."""
-    return JobQueue(store())
+    """The class's queue (on disk beside the store); this server dispatches it, to worker
+    processes or a Ray cluster (CNN_CLASSROOM_RAY), and keeps one worker started ahead so
+    the first Start shows its curve at once (CNN_CLASSROOM_WARM_WORKER=off: not ahead)."""
+    warm = os.environ.get("CNN_CLASSROOM_WARM_WORKER", "on").lower() != "off"
+    return JobQueue(store(), warm=warm)
 
 
 def user() -> str:

@@ -49,8 +49,8 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def stored_pairs(run_id: str) -> np.ndarray:
-    from core.jobs import PREVIEW
     from core.train import reconstruct, to_uint8
+    from core.worker import PREVIEW
 
     model, meta = load(run_id)
     originals = dataset(from_dict(meta["config"]).data).x_test[:PREVIEW]
@@ -195,12 +195,12 @@ def sweep_section() -> None:
                                  help=t("ae_epochs_help")))  # fmt: skip
     configs = sweep_configs(epochs)
     if st.button(t("ae_run_sweep", n=len(configs)), key="ae_sweep"):
-        submitted = 0
-        for cfg in configs.values():
-            if store().meta(resolve(cfg, store())[1]) is None:
-                jobs().submit(cfg, user())
-                submitted += 1
-        st.toast(t("ae_submitted", n=submitted))
+        todo = [cfg for cfg in configs.values() if store().meta(resolve(cfg, store())[1]) is None]
+        try:
+            jobs().submit_many(todo, user())
+            st.toast(t("ae_submitted", n=len(todo)))
+        except UserError as e:
+            st.error(str(e))
     sweep_results(epochs)
 
 
@@ -285,14 +285,13 @@ def classifier_section(runs: dict) -> None:
     epochs = int(c2.number_input(t("ae_epochs"), 1, 30, 5, key="ae_cls_epochs"))
     if st.button(t("ae_train_three"), key="ae_three"):
         data = DataConfig(**runs[encoder]["config"]["data"])
-        for mode in MODES:
-            try:
-                cfg = seed001.classifier(encoder, mode, epochs, data)
-                if store().meta(resolve(cfg, store())[1]) is None:
-                    jobs().submit(cfg, user())
-            except UserError as e:
-                st.error(str(e))
-        st.toast(t("ae_submitted", n=len(MODES)))
+        try:
+            cfgs = [seed001.classifier(encoder, mode, epochs, data) for mode in MODES]
+            todo = [cfg for cfg in cfgs if store().meta(resolve(cfg, store())[1]) is None]
+            jobs().submit_many(todo, user())
+            st.toast(t("ae_submitted", n=len(todo)))
+        except UserError as e:
+            st.error(str(e))
     comparison(encoder, runs)
 
 

@@ -54,13 +54,17 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
 def submit(variants: list[sweep.Variant]) -> None:
     """Queue every variant that is neither stored nor already queued by this visitor."""
     pending = {resolve(j.cfg, store())[1] for j in jobs().jobs(user()) if not j.is_final}
-    queued = 0
+    todo = []
     for v in variants:
         run_id = resolve(v.cfg, store())[1]
         if store().meta(run_id) is None and run_id not in pending:
-            jobs().submit(v.cfg, user(), map_after=False)  # eleven maps would delay the runs
-            queued += 1
-    st.toast(t("ex_submitted", n=queued, stored=len(variants) - queued))
+            todo.append(v.cfg)
+    try:  # one submission: it counts once against the visitor's cap
+        jobs().submit_many(todo, user(), map_after=False)  # eleven maps would delay the runs
+    except UserError as e:
+        st.error(str(e))
+        return
+    st.toast(t("ex_submitted", n=len(todo), stored=len(variants) - len(todo)))
 
 
 def collect(variants: list[sweep.Variant]) -> list[dict]:

@@ -8,6 +8,7 @@ Grad-CAM use, ``forward(x)`` gives logits. Inputs are float images in [0, 1], sh
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,5 +84,42 @@ def parameter_count(name: str, spec: InputSpec | None = None) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Classifier", "InputSpec", "build", "get", "list_models", "parameter_count",
-           "register"]  # fmt: skip
+@functools.lru_cache(maxsize=256)
+def footprint(model_cfg, spec: InputSpec, batch_size: int) -> tuple[int, int]:
+    """(parameters, estimated bytes to train one batch) of ``model_cfg`` on ``spec``.
+
+    Built and run on the meta device (shapes only: nothing is allocated, no weights are
+    read, a 100-million-unit layer costs nothing to measure). The bytes count float32
+    weights, and for the trainable ones their gradient and two Adam moments, plus every
+    module's output kept for the backward pass and its gradient there (x 2), per image.
+    An estimate for a refusal threshold, not a profile: within 2x of the peak RSS growth.
+    """
+    import torch
+
+    token = PRETRAINED_WEIGHTS.set(False)
+    try:
+        with torch.device("meta"):
+            model = build(model_cfg, spec)
+            per_image = 0
+
+            def count(_module, _inputs, output):
+                nonlocal per_image
+                if isinstance(output, torch.Tensor):
+                    per_image += output.numel()
+
+            leaves = [m for m in model.modules() if not list(m.children())]
+            hooks = [m.register_forward_hook(count) for m in leaves]
+            try:
+                model(torch.zeros(1, spec.channels, spec.size, spec.size))
+            finally:
+                for h in hooks:
+                    h.remove()
+    finally:
+        PRETRAINED_WEIGHTS.reset(token)
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return params, 4 * (params + 3 * trainable + 2 * per_image * batch_size)
+
+
+__all__ = ["Classifier", "InputSpec", "build", "footprint", "get", "list_models",
+           "parameter_count", "register"]  # fmt: skip
