@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import UserError, seed001
-from core.config import ENCODER_MODES, TUNE_MODES, ModelConfig, RunConfig, to_dict
+from core.config import ENCODER_MODES, TUNE_MODES, ModelConfig, RunConfig, parse_sizes, to_dict
 
 # Flags that map one-to-one onto TrainConfig fields (flag name = field name with dashes).
 TRAIN_FLAGS = {
@@ -46,19 +46,10 @@ MODEL_FLAGS = ("hidden", "dropout", "width", "latent", "pooling", "encoder", "en
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
     """ "100" -> (100,); "50,50" -> (50, 50); "3x75" -> (75, 75, 75) (seed 002's notation)."""
-    sizes: list[int] = []
     try:
-        for part in text.split(","):
-            count, _, size = part.strip().rpartition("x")
-            repeat = int(count) if count else 1
-            if repeat < 1 or int(size) < 1:
-                raise ValueError
-            sizes += [int(size)] * repeat
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"hidden sizes look like 100, 50,50 or 3x75: {text!r}"
-        ) from None
-    return tuple(sizes)
+        return parse_sizes(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):

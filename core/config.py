@@ -114,6 +114,26 @@ def from_dict(d: dict) -> RunConfig:
         raise UserError(f"bad run configuration: {e}") from None
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Layer sizes as people write them: "100", "50,50", "3x75" (seed 002's notation for
+    75,75,75). The count is bounded before anything is expanded (``1000000000x1`` is one
+    line, not a billion-element list); sizes are bounded by ``validate``."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    counts, sizes = [], []
+    try:
+        for part in parts:
+            count, _, size = part.rpartition("x")
+            counts.append(int(count) if count else 1)
+            sizes.append(int(size))
+    except ValueError:
+        raise UserError(f"layer sizes look like 100, 50,50 or 3x75 (got {text!r})") from None
+    if any(c < 1 for c in counts):
+        raise UserError(f"a repeat count must be at least 1 (got {text!r})")
+    if not parts or sum(counts) > MAX_LAYERS:
+        raise UserError(f"give 1 to {MAX_LAYERS} hidden layers (got {sum(counts)})")
+    return tuple(size for count, size in zip(counts, sizes, strict=True) for _ in range(count))
+
+
 def _bounded(name: str, value, low, high, unit: str = "") -> None:
     """``low <= value <= high`` (finite), or one clear line naming the field and its range."""
     ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high

@@ -110,6 +110,7 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "version": self.version,
+            "attempts": self.attempts,
         }
 
 
@@ -335,11 +336,12 @@ class JobDB:
         self.update(job_id, attempt, {"state": "failed", "message": message})
 
     def requeue_running(self) -> int:
-        """Jobs left running by a server that died: queued again, in their old place."""
+        """Jobs left running by a server that died: queued again, in their old place (their
+        start forgotten, so fair share puts their owners first: they already waited)."""
         with self._tx() as con:
             cur = con.execute(
                 "UPDATE jobs SET state = 'queued', message = ?, progress = '{}', "
-                "history = '{}', preview = NULL, version = version + 1 "
+                "history = '{}', preview = NULL, started = NULL, version = version + 1 "
                 "WHERE state IN ('running', 'waiting')", (REQUEUED,)
             )  # fmt: skip
             return cur.rowcount

@@ -31,6 +31,7 @@ from core.config import (
     RunConfig,
     TrainConfig,
     from_dict,
+    parse_sizes,
     to_dict,
     validate,
 )
@@ -92,6 +93,8 @@ def parse_value(name: str, text: str):
             return int(text)
         if kind.startswith("float"):
             return float(text)
+    except UserError as e:
+        raise UserError(f"{name}: {e}") from None
     except ValueError:
         raise UserError(f"{name}: cannot read {text!r} as {kind.replace(' | None', '')}") from None
     return text
@@ -101,11 +104,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
     """ "50,50" or "3x75" (seed 002's notation); "none" or "" is the empty tuple."""
     if text.lower() in NONE:
         return ()
-    sizes: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        count, _, size = part.rpartition("x")
-        sizes += [int(size)] * (int(count) if count else 1)
-    return tuple(sizes)
+    return parse_sizes(text)
 
 
 def set_field(cfg: RunConfig, name: str, value) -> RunConfig:

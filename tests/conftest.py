@@ -8,6 +8,8 @@ of Fashion-MNIST; training runs last a few epochs on a few hundred images.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -142,3 +144,31 @@ def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """``ray start --head`` on 127.0.0.1 and a free port, as a teacher would start it (two
+    CPUs); shared by the sweep and the queue tests, stopped at the end of the session."""
+    ray = Path(sys.executable).with_name("ray")
+    if not ray.exists():
+        pytest.skip("Ray is not installed in this environment")
+    port = free_port()
+    temp = Path(f"/tmp/rt{os.getpid()}")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--num-cpus=2", f"--temp-dir={temp}", "--include-dashboard=false",
+             "--disable-usage-stats"]  # fmt: skip
+    proc = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -5,14 +5,8 @@ runs; seed 002's full sweep and the parallel speed-up are measured by bench/swee
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +14,7 @@ import torch
 from core import UserError, models, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict, to_dict
 from core.models.base import InputSpec
+from tests.conftest import free_port
 
 DIGITS = DataConfig(dataset="digits", val_size=100, train_limit=256)
 FAST = TrainConfig(epochs=1, batch_size=64, lr=3e-3, schedule="constant", bf16="off")
@@ -229,33 +224,7 @@ def test_bad_experiments_get_one_error_line(run_cli, args, message):
     assert "Traceback" not in proc.stderr
 
 
-# -- a Ray cluster on this machine ---------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """``ray start --head`` on a free port, as a class would start it; stopped afterwards."""
-    ray = Path(sys.executable).with_name("ray")
-    if not ray.exists():
-        pytest.skip("Ray is not installed in this environment")
-    port = _free_port()
-    temp = Path(f"/tmp/rt{os.getpid()}")  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
-             "--include-dashboard=false", "--disable-usage-stats"]  # fmt: skip
-    proc = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
+# -- a Ray cluster on this machine (the ray_head fixture: conftest.py) ----------------------
 def test_the_same_sweep_runs_on_a_ray_cluster(run_cli, ray_head, tmp_path):
     store = tmp_path / "store"
     out = tmp_path / "ray.json"
@@ -276,6 +245,6 @@ def test_the_same_sweep_runs_on_a_ray_cluster(run_cli, ray_head, tmp_path):
 
 def test_an_unreachable_cluster_is_one_error_line(run_cli):
     proc = run_cli("sweep", "--model", "mlp", *DIGIT_FLAGS, "--grid", "hidden=16",
-                   "--ray-address", f"127.0.0.1:{_free_port()}", timeout=300)  # fmt: skip
+                   "--ray-address", f"127.0.0.1:{free_port()}", timeout=300)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error:")

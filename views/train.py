@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import UserError, models, presets, recipes
-from core.config import TUNE_MODES, DataConfig, ModelConfig, RunConfig, TrainConfig
+from core.config import TUNE_MODES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_sizes
 from core.data import BUILTIN
 from ui import datasets as photo_sets
 from ui.charts import curves
@@ -98,10 +98,9 @@ def model_options_ui(defaults: dict, k: str) -> dict:
         hidden = st.text_input(t("tr_hidden"), ",".join(map(str, defaults["hidden"])),
                                help=t("tr_help_hidden"), key=k + "hidden")  # fmt: skip
         try:
-            options["hidden"] = tuple(int(h) for h in hidden.replace(" ", "").split(",") if h)
-        except ValueError:
+            options["hidden"] = parse_sizes(hidden) if hidden.strip() else None
+        except UserError:
             raise UserError(t("tr_bad_hidden")) from None
-        options["hidden"] = options["hidden"] or None
     if "tune" in defaults:
         labels = {m: t(f"tr_tune_{m}") for m in TUNE_MODES}
         options["tune"] = st.selectbox(t("tr_tune"), TUNE_MODES, format_func=labels.get,
