@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 PORT   ?= 8501
 HOST   ?= localhost
+# The class's limits and where its runs train (see the README's "A class on one machine").
+RAY        ?= $(CNN_CLASSROOM_RAY)# HOST:PORT of a Ray head: the queue's jobs run there
+MAX_QUEUED ?= $(or $(CNN_CLASSROOM_MAX_QUEUED),5)# runs a student may have waiting or running
 
 .PHONY: setup system run test lint format bench clean
 
@@ -39,6 +42,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 run: setup
+	CNN_CLASSROOM_RAY=$(RAY) CNN_CLASSROOM_MAX_QUEUED=$(MAX_QUEUED) \
 	$(BIN)/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
 	  --server.headless true --browser.gatherUsageStats false
 

@@ -244,3 +244,30 @@ def test_the_queue_runs_its_jobs_as_ray_tasks(ray_head, tmp_path):
     # The weights came back into this server's store, verified.
     assert all(store.meta(j.run_id) is not None for j in done)
     assert done[0].run_id != done[1].run_id
+
+
+# -- the pages ------------------------------------------------------------------------------
+def test_a_page_opened_from_its_old_url_reattaches_after_a_restart(tmp_path, monkeypatch):
+    """The Train page of a job the restart re-queued, opened from the URL a student had."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    owner = "0123456789abcdef"
+    pages = JobQueue(Store(tmp_path), dispatch=False)
+    job = pages.submit(LONG, owner)
+    pages.db.claim(job.id)  # it was running when the server died
+    pages.db.requeue_running()
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=120)
+    at.query_params["user"], at.query_params["job"] = owner, job.id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [i.value for i in at.info] + [c.value for c in at.caption]
+    assert any("place 1" in s for s in shown), shown
+    assert any("queued again in its place" in s for s in shown), shown
+    # A stranger with the same link but another token sees nothing of it.
+    other = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=120)
+    other.query_params["job"] = job.id
+    other.run()
+    assert not any("place 1" in i.value for i in other.info)

@@ -9,9 +9,10 @@ import streamlit as st
 
 from core import data as datasets
 from core.config import DataConfig
-from core.jobs import JobQueue
+from core.jobs import FINAL, REQUEUED, JobQueue
 from core.store import Store
 from ui.classify_server import ClassifyServer
+from ui.i18n import t
 
 
 @st.cache_resource(show_spinner=False)
@@ -67,6 +68,12 @@ def start(cfg, key: str = "job") -> None:
     st.session_state[key] = job.id
     st.session_state.pop(stored, None)
     st.query_params[key] = job.id
+
+
+def restart_note(snap: dict) -> None:
+    """One line on a live job that a restart of the server interrupted and queued again."""
+    if snap["state"] not in FINAL and snap["message"] == REQUEUED:
+        st.caption(t("tr_requeued"))
 
 
 def show_job(job, view) -> None:

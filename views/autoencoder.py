@@ -16,7 +16,7 @@ from core.config import DataConfig, from_dict
 from core.runs import resolve
 from ui.charts import confusion, curves
 from ui.i18n import class_name, t
-from ui.state import dataset, jobs, show_job, start, store, stored_runs, user
+from ui.state import dataset, jobs, restart_note, show_job, start, store, stored_runs, user
 from ui.text import run_label
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
@@ -129,6 +129,7 @@ def job_view(job_id: str) -> None:
         st.success(mse_line(meta))
     elif state in ("diverged", "stopped", "failed"):
         st.warning(snap["message"])
+    restart_note(snap)
     left, right = st.columns(2)
     left.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"ae_live_{job_id}")
     if preview:

@@ -13,7 +13,7 @@ from core.data import BUILTIN
 from ui import datasets as photo_sets
 from ui.charts import curves
 from ui.i18n import t
-from ui.state import jobs, show_job, start, store, user
+from ui.state import jobs, restart_note, show_job, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
@@ -203,7 +203,9 @@ def job_view(job_id: str) -> None:
         st.info(t("tr_queued", place=jobs().position(job_id)))
     elif state == "waiting":
         st.info(t("tr_waiting"))
-    elif state == "running" and progress:
+    elif state == "running" and not progress:
+        st.info(t("tr_starting"))
+    elif state == "running":
         done = ((progress["epoch"] - 1) * progress["batches"] + progress["batch"]) / (
             progress["epochs"] * progress["batches"])  # fmt: skip
         st.progress(min(done, 1.0), text=t(
@@ -216,6 +218,7 @@ def job_view(job_id: str) -> None:
         st.error(t("tr_diverged", why=snap["message"]))
     elif state in ("stopped", "failed"):
         st.warning(t(f"tr_{state}", why=snap["message"]))
+    restart_note(snap)
     if state not in ("diverged", "failed") or snap["history"]:
         # Drawn from the start (empty axes while queued): the chart is in place, and its
         # first points appear in the same spot as soon as the run reports them.
