@@ -8,8 +8,10 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import struct
+import time
 import zipfile
 from pathlib import Path
 
@@ -100,6 +102,16 @@ def lying_zip(path: Path) -> Path:
     return path
 
 
+def many_bombs_zip(path: Path, n: int = 40) -> Path:
+    """``n`` entries of 1 MiB of zeros: each passes the per-entry checks (1 MiB is no more
+    than a photo, and small files may compress well), the whole zip inflates 1,000 times."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ants/0.png", png(1))
+        for i in range(n):
+            zf.writestr(f"bees/{i}.png", bytes(1 << 20))
+    return path
+
+
 def many_zip(path: Path, n: int = 100_000) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for i in range(n):
@@ -120,6 +132,7 @@ MALICIOUS = {
                   "appears twice"),
     "1 GiB bomb": (bomb_zip, "1024 MiB; at most 64 MiB per file"),
     "small bomb": (lambda p: bomb_zip(p, mib=32), "inflates 1,0[0-9]{2} times: a zip bomb"),
+    "many small bombs": (many_bombs_zip, "inflates [0-9,]+ times in all .40 MiB from 1 MiB"),
     "lying sizes": (lying_zip, "zip"),
     "100k entries": (many_zip, "100,000 entries"),
     "not a zip": (lambda p: p.write_bytes(b"%PDF-1.4 not a zip") and p, "not a zip file"),
@@ -166,3 +179,49 @@ def test_the_command_line_trains_on_a_zip(tmp_path, run_cli):
     extracted = list((tmp_path / "cache" / "cnn-classroom" / "datasets").iterdir())
     assert len(extracted) == 1 and not extracted[0].name.startswith(".")
     assert os.listdir(extracted[0]) == ["bugs"]
+
+
+def test_a_zip_is_refused_when_the_disk_is_nearly_full(tmp_path, work, monkeypatch):
+    root, _ = work
+    zipped = write_zip(tmp_path / "bugs.zip", photos())
+    real = shutil.disk_usage(root)
+    free = archive.FREE_MARGIN + 1000  # the photos unpack to more than 1,000 bytes
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda _: real._replace(free=free))
+    with pytest.raises(UserError, match=r"^the server's disk has 512 MB free; this zip needs 1 MB"):
+        archive.extract(zipped, root)
+    assert not any(root.iterdir())
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda _: real._replace(free=free << 1))
+    assert sorted(p.name for p in archive.extract(zipped, root).iterdir()) == ["ants", "bees"]
+
+
+def test_stale_partial_extractions_are_cleaned_and_live_ones_kept(tmp_path, work):
+    root, _ = work
+    old = [root / ".extract-dead", root / ".evicted-0123-5"]
+    young = root / ".extract-live"
+    for folder in [*old, young]:
+        (folder / "ants").mkdir(parents=True)
+        (folder / "ants" / "0.png").write_bytes(png(1))
+    for folder in old:
+        os.utime(folder, (time.time() - 2 * archive.STALE_AFTER,) * 2)
+    kept = archive.extract(write_zip(tmp_path / "bugs.zip", photos()), root)  # cleans first
+    assert sorted(p.name for p in root.iterdir()) == sorted([".extract-live", kept.name])
+    archive.clean_stale(root, older_than=0)
+    assert [p.name for p in root.iterdir()] == [kept.name]  # never a finished extraction
+
+
+def test_each_use_of_an_extraction_marks_it_recently_used(tmp_path, work):
+    root, _ = work
+    zipped = write_zip(tmp_path / "bugs.zip", photos())
+    folder = archive.extract(zipped, root)
+    os.utime(folder, (1_000_000, 1_000_000))
+    assert archive.extract(zipped, root) == folder
+    assert folder.stat().st_mtime > time.time() - 60
+
+
+def test_a_zip_replaced_under_the_same_name_is_extracted_again(tmp_path, work):
+    root, _ = work
+    zipped = write_zip(tmp_path / "bugs.zip", photos())
+    first = archive.extract(zipped, root)
+    write_zip(zipped, {"cats/0.png": png(1), "dogs/0.png": png(2)})
+    second = archive.extract(zipped, root)
+    assert second != first and sorted(p.name for p in second.iterdir()) == ["cats", "dogs"]

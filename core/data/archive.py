@@ -3,21 +3,29 @@
 Every entry is checked before a byte is written: no path that leaves the folder (``../``,
 absolute, drive or UNC paths, backslashes, NUL bytes), no symlinks, no duplicate names, no
 more than MAX_ENTRIES entries, no more than MAX_TOTAL_BYTES in all as the zip declares them,
-and no entry that inflates more than MAX_RATIO times. While extracting, sizes are counted
-again, because a zip can lie about them. Everything goes to a temporary folder inside the
-destination, renamed into place only when all of it passed; on any refusal that folder is
-removed and nothing else was touched. macOS's ``__MACOSX/`` and ``.DS_Store`` are dropped.
-The extracted folder is named by the zip's content hash, so the same zip is extracted once.
+no entry that inflates more than MAX_RATIO times and no zip that inflates more than
+MAX_ZIP_RATIO times in all (a thousand 1 MiB entries of zeros pass every per-entry check and
+make 1 GiB from a 1 MB zip), and the disk must keep FREE_MARGIN free after it. While
+extracting, sizes are counted again, because a zip can lie about them. Everything goes to a
+temporary folder inside the destination, renamed into place only when all of it passed; on
+any refusal that folder is removed and nothing else was touched. macOS's ``__MACOSX/`` and
+``.DS_Store`` are dropped. The extracted folder is named by the zip's content hash, so the
+same zip is extracted once; each use touches it, so the least recently used can be evicted
+first (``ui.datasets`` keeps uploads and extractions within their quotas).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
 import zipfile
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
 from core import UserError
@@ -27,8 +35,14 @@ MAX_TOTAL_BYTES = 1 << 30  # 1 GiB uncompressed in all: well above a class's pho
 MAX_ENTRY_BYTES = 64 << 20  # one image file
 MAX_RATIO = 200  # uncompressed / compressed, for entries above RATIO_FLOOR
 RATIO_FLOOR = 1 << 20  # small files may compress well (a blank PNG); big ones may not
+MAX_ZIP_RATIO = 100  # the whole zip's uncompressed / compressed, above ZIP_RATIO_FLOOR in all
+ZIP_RATIO_FLOOR = 16 << 20  # photos barely compress (x1-x3); a small zip of drawings may more
+FREE_MARGIN = 512 << 20  # left free on the disk after any write: the store and the OS need it
+STALE_AFTER = 3600.0  # seconds: a temporary folder this old belongs to a process that died
+MAX_HASHES = 256  # zips whose content hash is remembered
 CHUNK = 1 << 20
 JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db")
+SCRATCH, EVICTED = ".extract-", ".evicted-"  # prefixes of our temporary folders under root
 
 
 def default_root() -> Path:
@@ -36,12 +50,69 @@ def default_root() -> Path:
     return Path(base) / "cnn-classroom" / "datasets"
 
 
+_hashes: OrderedDict[tuple, str] = OrderedDict()  # a zip's stat -> its SHA-256, recent last
+_hashes_lock = threading.Lock()
+
+
 def sha256(path: Path) -> str:
+    """The zip's content hash, computed once per version of the file: pages ask for the
+    same upload on every rerun, and hashing 200 MB takes a second. A replaced or rewritten
+    file (another inode, size, modification or change time) is hashed again."""
+    about = os.stat(path)
+    key = (str(Path(path).resolve()), about.st_dev, about.st_ino, about.st_size,
+           about.st_mtime_ns, about.st_ctime_ns)  # fmt: skip
+    with _hashes_lock:
+        if key in _hashes:
+            _hashes.move_to_end(key)
+            return _hashes[key]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
             digest.update(block)
-    return digest.hexdigest()
+    value = digest.hexdigest()
+    with _hashes_lock:
+        _hashes[key] = value
+        while len(_hashes) > MAX_HASHES:
+            _hashes.popitem(last=False)
+    return value
+
+
+def ensure_free(folder: Path, need: int) -> None:
+    """UserError unless the disk holding ``folder`` has ``need`` bytes and FREE_MARGIN to
+    spare: a full disk breaks the store, the job queue and every other student at once."""
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need + FREE_MARGIN:
+        raise UserError(f"the server's disk has {free >> 20:,} MB free; this zip needs "
+                        f"{-(-need >> 20):,} MB and {FREE_MARGIN >> 20} MB must stay free: "
+                        "refused (ask the teacher to free some space)")  # fmt: skip
+
+
+def discard(folder: Path) -> None:
+    """Remove an extraction: renamed out of sight in one step (a reader never finds half of
+    it under its name), then deleted."""
+    trash = Path(folder).with_name(f"{EVICTED}{Path(folder).name}-{time.time_ns()}")
+    try:
+        os.rename(folder, trash)
+    except OSError:  # already gone
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_stale(root: str | Path | None = None, older_than: float = STALE_AFTER) -> None:
+    """Remove temporary folders under ``root`` left by processes killed while extracting or
+    evicting (younger ones may belong to a live process, and are left alone)."""
+    root = Path(root) if root is not None else default_root()
+    if not root.is_dir():
+        return
+    now = time.time()
+    for folder in root.iterdir():
+        if folder.name.startswith((SCRATCH, EVICTED)):
+            with contextlib.suppress(OSError):
+                if now - folder.lstat().st_mtime > older_than:
+                    shutil.rmtree(folder)
 
 
 def _safe_name(name: str) -> PurePosixPath | None:
@@ -88,6 +159,11 @@ def _check(infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, PurePosi
         keep.append((info, path))
     if not keep:
         raise UserError("the zip holds no files")
+    packed = sum(info.compress_size for info, _ in keep)
+    if total > ZIP_RATIO_FLOOR and total > MAX_ZIP_RATIO * packed:
+        raise UserError(f"the zip inflates {total // max(1, packed):,} times in all "
+                        f"({total >> 20:,} MiB from {-(-packed >> 20):,} MiB; at most "
+                        f"{MAX_ZIP_RATIO} times): a zip bomb, refused")  # fmt: skip
     return keep
 
 
@@ -115,6 +191,12 @@ def _single_root(folder: Path) -> Path:
     return folder
 
 
+def extraction(zip_path: str | Path, root: str | Path | None = None) -> Path:
+    """Where ``extract`` keeps this zip's content (whether or not it is there yet)."""
+    root = Path(root) if root is not None else default_root()
+    return root / sha256(Path(zip_path))[:20]
+
+
 def extract(zip_path: str | Path, root: str | Path | None = None) -> Path:
     """The folder the zip's class folders are in, extracted under ``root`` (the user cache by
     default) once per zip content. UserError, and nothing left behind, for any refused zip."""
@@ -122,14 +204,18 @@ def extract(zip_path: str | Path, root: str | Path | None = None) -> Path:
     root = Path(root) if root is not None else default_root()
     if not zipfile.is_zipfile(zip_path):
         raise UserError(f"{zip_path} is not a zip file")
-    final = root / sha256(zip_path)[:20]
+    final = extraction(zip_path, root)
     if final.is_dir():
+        with contextlib.suppress(OSError):  # a use: the least recently used go first
+            os.utime(final)
         return _single_root(final)
     root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    clean_stale(root)
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH, dir=root))
     try:
         with zipfile.ZipFile(zip_path) as zf:
             entries = _check(zf.infolist())
+            ensure_free(root, sum(info.file_size for info, _ in entries))
             budget = [MAX_TOTAL_BYTES]
             for info, path in entries:
                 target = scratch.joinpath(*path.parts)
