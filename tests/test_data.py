@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from conftest import needs_fashion
+from PIL import Image
 
 import core.data as datasets
 from core import UserError
 from core.config import DataConfig
-from core.data import augment, fashion_mnist
-from core.data.dataset import split_train_val
+from core.data import augment, fashion_mnist, folder
+from core.data.dataset import ImageData, split_train_val
 
 
 def write_idx(path, array: np.ndarray, type_code: int = 0x08, cut: int = 0) -> None:
@@ -167,10 +172,10 @@ def no_fashion(tmp_path, monkeypatch):
     monkeypatch.delenv(fashion_mnist.ENV_DIR, raising=False)
     monkeypatch.setenv(datasets.OFFLINE_ENV, "1")
     datasets._fashion_source.cache_clear()
-    datasets.load.cache_clear()
+    datasets._decoded.clear()
     yield tmp_path
     datasets._fashion_source.cache_clear()
-    datasets.load.cache_clear()
+    datasets._decoded.clear()
 
 
 def test_missing_fashion_mnist_falls_back_to_digits_with_one_note(no_fashion, capsys):
@@ -243,6 +248,119 @@ def test_identity_follows_everything_that_decides_the_images():
     assert base not in ids and len(set(ids)) == len(ids)
     assert datasets.identity(replace(cfg, data_dir="/elsewhere")) == base
     assert datasets.load(cfg).identity == base
+
+
+# -- bounded memory -------------------------------------------------------------------------
+
+
+def fake_data(mb: float, name: str = "fake") -> ImageData:
+    """An ImageData whose arrays take ``mb`` MB (all of it in x_train)."""
+    empty = np.zeros((0, 1, 1, 1), np.uint8)
+    x = np.zeros((int(mb * (1 << 20)), 1, 1, 1), np.uint8)
+    no = np.zeros(0, np.int64)
+    return ImageData(name, ("a",), x, no, empty, no, empty, no, name, name)
+
+
+def test_decoded_datasets_are_bounded_in_entries_and_bytes(monkeypatch):
+    monkeypatch.setenv(datasets.CACHE_ENV, "10")
+    cache = datasets.DecodedCache(entries=3)
+    sizes = {DataConfig(val_size=n): n for n in (1, 2, 3, 4, 6, 11)}
+    made = []
+
+    def make(cfg):
+        made.append(sizes[cfg])
+        return fake_data(sizes[cfg])
+
+    cfgs = list(sizes)
+    for cfg in cfgs[:3]:
+        cache.get(cfg, make)
+    assert cache.get(cfgs[0], make) is cache.get(cfgs[0], make)  # kept, now most recent
+    cache.get(cfgs[3], make)  # 4 entries is one too many: the least recently used (2) goes
+    assert list(cache._items) == [cfgs[2], cfgs[0], cfgs[3]]
+    cache.get(cfgs[4], make)  # 3 + 1 + 4 + 6 MB is over 10: 3 and 1 go
+    assert list(cache._items) == [cfgs[3], cfgs[4]]
+    assert cache.get(cfgs[5], make).x_train.nbytes == 11 << 20  # over the budget: not kept
+    assert list(cache._items) == [cfgs[3], cfgs[4]]
+    assert made == [1, 2, 3, 4, 6, 11]
+
+
+def test_two_callers_asking_for_the_same_dataset_decode_it_once():
+    cache = datasets.DecodedCache()
+    started, release, made = threading.Event(), threading.Event(), []
+
+    def make(cfg):
+        made.append(cfg)
+        started.set()
+        release.wait(5)
+        return fake_data(0.1)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(cache.get, DataConfig(), make)
+        started.wait(5)
+        second = pool.submit(cache.get, DataConfig(), make)
+        time.sleep(0.1)  # the second caller is waiting on the first
+        release.set()
+        assert first.result() is second.result()
+    assert len(made) == 1
+
+
+def test_load_keeps_what_fits_the_byte_budget(monkeypatch):
+    """Digits take 1.4 MB each way they are split: with 2 MB only the last one stays."""
+    datasets._decoded.clear()
+    monkeypatch.setenv(datasets.CACHE_ENV, "2")
+    one, two = DataConfig(dataset="digits", val_size=100), DataConfig(dataset="digits")
+    first = datasets.load(one)
+    assert datasets.load(one) is first
+    datasets.load(two)
+    assert datasets.load(one) is not first  # it was dropped, and decoded again
+    assert list(datasets._decoded._items) == [one]
+    datasets._decoded.clear()
+
+
+def test_a_bad_cache_setting_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv(datasets.CACHE_ENV, "2GB")
+    with pytest.raises(UserError, match=r"^CNN_CLASSROOM_DATA_CACHE_MB must be a positive whole "
+                       r"number of MB, not '2GB'$"):  # fmt: skip
+        datasets.load(DataConfig(dataset="digits"))
+
+
+def write_photo_folder(root, classes: int, per_class: int):
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (4, 4), 40 * i).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_a_zip_that_makes_no_dataset_leaves_no_extraction(tmp_path, monkeypatch):
+    """Safe to extract, but one class: refused when its folders are scanned, and the
+    extraction goes with the refusal (the command line's path; the app's is test_uploads)."""
+    import zipfile
+
+    from core.data import archive
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    zipped = tmp_path / "ants.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.new("L", (4, 4), 40 * i).save(buf, "PNG")
+            zf.writestr(f"ants/{i}.png", buf.getvalue())
+    with pytest.raises(UserError, match="at least two classes"):
+        datasets.describe(DataConfig(dataset=str(zipped)))
+    assert list(archive.default_root().iterdir()) == []
+
+
+def test_photo_datasets_are_capped_when_scanned(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder, "MAX_IMAGES", 8)
+    monkeypatch.setattr(folder, "MAX_CLASSES", 3)
+    assert len(folder.scan(write_photo_folder(tmp_path / "ok", 2, 4)).files["all"]) == 8
+    big = write_photo_folder(tmp_path / "big", 3, 3)
+    with pytest.raises(UserError, match=r"holds more than 8 images; at most that many are "):
+        folder.scan(big)
+    many = write_photo_folder(tmp_path / "many", 4, 1)
+    with pytest.raises(UserError, match=r"has 4 class folders; at most 3 are accepted: refused$"):
+        datasets.describe(DataConfig(dataset=str(many)))
 
 
 # -- augmentation ---------------------------------------------------------------------------

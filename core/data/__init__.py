@@ -2,7 +2,9 @@
 
 ``describe(cfg)`` finds the source and its content hash without decoding any image (the
 command line answers a cache hit from it); ``load(cfg)`` returns the ImageData, cached per
-process so pages and jobs share one copy.
+process so pages and jobs share one copy. The cache is bounded in entries and in bytes
+(``CNN_CLASSROOM_DATA_CACHE_MB``): a server where every student looks at another dataset
+keeps only the most recently used ones decoded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import functools
 import hashlib
 import os
 import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +29,9 @@ from core.data.dataset import ImageData, resize_all, split_train_val
 OFFLINE_ENV = "CNN_CLASSROOM_OFFLINE"  # set to 1 to never try a download
 BUILTIN = ("fashion-mnist", "digits")
 HOLDOUT = 0.2  # share kept for test (and then for validation) when a folder has no split
+CACHE_ENV = "CNN_CLASSROOM_DATA_CACHE_MB"  # decoded datasets kept in memory, in MB in all
+CACHE_MB = 2048  # Fashion-MNIST takes 55 MB; a photo set at a backbone's size can take GBs
+CACHE_ENTRIES = 4  # decoded datasets kept at most
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,17 @@ class Source:
 
 def warn(line: str) -> None:
     print(f"note: {line}", file=sys.stderr)
+
+
+def megabytes(env: str, default: int) -> int:
+    """A size in MB from the environment variable ``env`` (``default`` when unset), in
+    bytes; UserError for anything but a positive whole number."""
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default << 20
+    if not text.isdigit() or int(text) == 0:
+        raise UserError(f"{env} must be a positive whole number of MB, not {text!r}")
+    return int(text) << 20
 
 
 @functools.lru_cache(maxsize=8)
@@ -61,15 +80,6 @@ def _digits_source() -> Source:
 
 
 @functools.lru_cache(maxsize=8)
-def _unzipped(path: str, _mtime_ns: int, _size: int) -> str:
-    """A zip's class folders, extracted safely into the user cache (once per zip content;
-    the key's time and size make a replaced zip count as new)."""
-    from core.data import archive
-
-    return str(archive.extract(path))
-
-
-@functools.lru_cache(maxsize=8)
 def _folder_source(path: str) -> Source:
     from core.data import folder
 
@@ -78,6 +88,20 @@ def _folder_source(path: str) -> Source:
         f" ({listing.skipped} non-image files skipped)" if listing.skipped else ""
     )
     return Source("folder", Path(path), folder.fingerprint(listing), note, 64)
+
+
+def _zip_source(path: Path) -> Source:
+    """A zip's class folders, extracted safely into the user cache once per zip content
+    (again if its extraction was evicted). A zip whose photos cannot make a dataset (one
+    class, no images) leaves no extraction behind."""
+    from core.data import archive
+
+    folder = archive.extract(path)
+    try:
+        return _folder_source(str(folder))
+    except UserError:
+        archive.discard(archive.extraction(path))
+        raise
 
 
 def describe(cfg: DataConfig) -> Source:
@@ -90,8 +114,7 @@ def describe(cfg: DataConfig) -> Source:
             raise UserError(f"dataset {cfg.dataset!r} does not exist; use a folder of class "
                             f"folders, a zip of them, {' or '.join(BUILTIN)}")  # fmt: skip
         if path.is_file():
-            about = path.stat()
-            return _folder_source(_unzipped(str(path.resolve()), about.st_mtime_ns, about.st_size))
+            return _zip_source(path.resolve())
         return _folder_source(str(path.resolve()))
     source = _fashion_source(cfg.data_dir)
     if source is not None:
@@ -129,9 +152,66 @@ def _holdout_split(x, y, val_size: int, seed: int):
     return split_train_val(x, y, n, seed)
 
 
-@functools.lru_cache(maxsize=4)
+class DecodedCache:
+    """Decoded datasets, least recently used first, within ``entries`` and the byte budget of
+    CACHE_ENV (read at each call, so a teacher's setting takes effect at once). A
+    dataset larger than the whole budget is returned, not kept. Thread-safe; two callers
+    asking for the same dataset at once decode it once (the second waits)."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES):
+        self.entries = entries
+        self._items: OrderedDict[DataConfig, ImageData] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[DataConfig, threading.Lock] = {}
+
+    @staticmethod
+    def nbytes(data: ImageData) -> int:
+        """What keeping ``data`` costs: the bytes of its arrays."""
+        arrays = (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
+        return sum(a.nbytes for a in arrays)
+
+    def get(self, cfg: DataConfig, make: Callable[[DataConfig], ImageData]) -> ImageData:
+        budget = megabytes(CACHE_ENV, CACHE_MB)  # a bad setting is refused before decoding
+        with self._lock:
+            if cfg in self._items:
+                self._items.move_to_end(cfg)
+                return self._items[cfg]
+            gate = self._loading.setdefault(cfg, threading.Lock())
+        with gate:
+            with self._lock:
+                if cfg in self._items:  # decoded by the caller we waited for
+                    self._items.move_to_end(cfg)
+                    return self._items[cfg]
+            try:
+                data = make(cfg)
+                with self._lock:
+                    if self.nbytes(data) <= budget:
+                        self._items[cfg] = data
+                    while len(self._items) > self.entries or self._total() > budget:
+                        self._items.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(cfg, None)
+        return data
+
+    def _total(self) -> int:
+        return sum(self.nbytes(d) for d in self._items.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_decoded = DecodedCache()
+
+
 def load(cfg: DataConfig) -> ImageData:
-    """The dataset for ``cfg``, split and held in memory (cached per process)."""
+    """The dataset for ``cfg``, split and held in memory (cached per process, within
+    CACHE_ENTRIES datasets and CNN_CLASSROOM_DATA_CACHE_MB)."""
+    return _decoded.get(cfg, _decode)
+
+
+def _decode(cfg: DataConfig) -> ImageData:
     cfg = effective(cfg)
     source = describe(cfg)
     size = cfg.image_size or source.native_size
