@@ -7,7 +7,10 @@
 The key hashes the full config, the dataset's identity and the code version, so a changed
 knob, dataset or trainer never returns a stale model. Writes are atomic (a temporary folder,
 then one rename): a process killed while saving leaves the old entry or none. An entry whose
-files do not match their checksums is treated as missing, never loaded.
+files do not match their checksums is treated as missing, never loaded. A verified entry is
+remembered by its two files' inode, size and modification and change times, so listing the
+store (every classify call does) hashes only what changed since; a file rewritten within
+RACY_NS of its check is checked again, as git does, since a timestamp tick may hide it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from filelock import FileLock
@@ -31,6 +36,8 @@ FORMAT = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
 # Source files whose changes can change a trained model or its stored metrics.
 CODE_PATHS = ("config.py", "train.py", "metrics.py", "device.py", "data", "models")
+RACY_NS = 2_000_000_000  # a file changed this recently is not trusted by its timestamps yet
+MAX_VERIFIED = 4096  # verified entries remembered (per process, all stores together)
 
 
 def default_root() -> Path:
@@ -69,6 +76,23 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten or replaced (OSError when it is missing)."""
+    about = os.stat(path)
+    return (about.st_dev, about.st_ino, about.st_size, about.st_mtime_ns, about.st_ctime_ns)
+
+
+def _settled(signatures: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether every file's last change is older than RACY_NS, so a later write is sure to
+    show in its times (a write within the same timestamp tick might not)."""
+    newest = max(max(sig[3], sig[4]) for sig in signatures)
+    return time.time_ns() - newest > RACY_NS
+
+
+_verified: OrderedDict[str, tuple[tuple, str]] = OrderedDict()  # run folder -> (files, meta text)
+_verified_lock = threading.Lock()
 
 
 def meta_checksum(meta: dict) -> str:
@@ -111,10 +135,20 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
     def meta(self, run_id: str) -> dict | None:
-        """The verified metadata of a run, or None if it is absent, partial or altered."""
+        """The verified metadata of a run, or None if it is absent, partial or altered.
+
+        The weights are hashed once per version of the files (see RACY_NS); each call gets
+        its own copy of the metadata, parsed again from the verified text."""
         folder = self.path(run_id)
+        key = str(folder.absolute())
         try:
-            meta = json.loads((folder / META).read_text())
+            files = (_signature(folder / META), _signature(folder / WEIGHTS))
+            with _verified_lock:
+                known = _verified.get(key)
+            if known is not None and known[0] == files:
+                return json.loads(known[1])
+            text = (folder / META).read_text()
+            meta = json.loads(text)
             ok = (
                 isinstance(meta, dict)
                 and meta.get("format") == FORMAT
@@ -122,6 +156,14 @@ class Store:
                 and meta.get("checksum") == meta_checksum(meta)
                 and meta.get("weights_sha256") == file_sha256(folder / WEIGHTS)
             )
+            # Remembered only if nothing changed while we read, and not too recently.
+            unchanged = files == (_signature(folder / META), _signature(folder / WEIGHTS))
+            if ok and unchanged and _settled(files):
+                with _verified_lock:
+                    _verified[key] = (files, text)
+                    _verified.move_to_end(key)
+                    while len(_verified) > MAX_VERIFIED:
+                        _verified.popitem(last=False)
         except (OSError, ValueError):
             return None
         return meta if ok else None

@@ -197,6 +197,80 @@ def test_saving_over_a_damaged_entry_replaces_it(saved):
     assert store.meta(RUN_ID) is None and not store.path(RUN_ID).exists()
 
 
+# -- the verified listing, cached by the files' times -----------------------------------------
+
+
+@pytest.fixture
+def hashes(monkeypatch) -> list[str]:
+    """Every weights file the store hashes, in order; files count as settled at once (their
+    timestamps are trusted however recent)."""
+    from core import store as store_module
+
+    seen, real = [], store_module.file_sha256
+
+    def counting(path):
+        seen.append(Path(path).parent.name)
+        return real(path)
+
+    monkeypatch.setattr(store_module, "file_sha256", counting)
+    monkeypatch.setattr(store_module, "RACY_NS", -(10**12))
+    return seen
+
+
+def test_listing_hashes_each_weights_file_once(saved, hashes):
+    store, model = saved
+    _, meta = small_model_and_meta()
+    store.save("a" * 20, model, meta)
+    for _ in range(5):  # every /classify call lists the store
+        assert {m["run_id"] for m in store.list()} == {RUN_ID, "a" * 20}
+    assert sorted(hashes) == sorted([RUN_ID, "a" * 20])
+    assert Store(store.root).meta(RUN_ID) is not None  # another Store object: same files
+    assert len(hashes) == 2
+
+
+def test_a_changed_or_replaced_file_is_verified_again(saved, hashes, tmp_path):
+    store, _ = saved
+    folder = store.path(RUN_ID)
+    good = (folder / WEIGHTS).read_bytes()
+    assert store.meta(RUN_ID) is not None
+    bad = tmp_path / "bad"
+    bad.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit flipped
+    os.replace(bad, folder / WEIGHTS)  # another inode
+    assert store.meta(RUN_ID) is None and store.list() == []
+    (folder / WEIGHTS).write_bytes(good)  # the same inode, rewritten
+    assert store.meta(RUN_ID) is not None
+    edit_meta(folder, lambda d: d["test"].update(accuracy=0.99))
+    assert store.meta(RUN_ID) is None
+    assert len(hashes) == 4  # once per version of the files
+
+
+def test_a_file_rewritten_within_a_timestamp_tick_is_not_trusted(saved, monkeypatch):
+    """On a coarse clock a same-size rewrite in the same tick as the check leaves inode, size
+    and times as they were; a file that recent is checked again each time."""
+    from core import store as store_module
+
+    real, first_times = store_module._signature, {}
+
+    def coarse(path):  # the times of each file's first stat, whatever happens later
+        sig = real(path)
+        return sig[:3] + first_times.setdefault(str(path), sig[3:])
+
+    monkeypatch.setattr(store_module, "_signature", coarse)
+    store, _ = saved
+    weights = store.path(RUN_ID) / WEIGHTS
+    assert store.meta(RUN_ID) is not None
+    with open(weights, "r+b") as f:  # in place, same size
+        f.write(bytes([weights.read_bytes()[0] ^ 1]))
+    assert store.meta(RUN_ID) is None
+
+
+def test_the_remembered_metadata_cannot_be_changed_by_a_caller(saved, hashes):
+    store, _ = saved
+    first = store.meta(RUN_ID)
+    first["test"]["accuracy"] = 1.0
+    assert store.meta(RUN_ID)["test"]["accuracy"] == 0.5
+
+
 # -- atomic saves ---------------------------------------------------------------------------
 
 CRASH_DURING_SAVE = """
