@@ -487,7 +487,7 @@ def test_page_upload_good_and_bad_files(monkeypatch, page_store):
     at.run()
     assert not at.exception
     assert texts(at.error) == [
-        "This image has 81 megapixels; the limit is 40. Use a smaller image."
+        "This image has 81 megapixels; the limit is 16. Use a smaller image."
     ]
 
 

@@ -177,3 +177,45 @@ def test_prepare_applies_exif_orientation_before_framing():
 def test_blank_pictures_ask_for_a_drawing_through_any_file(image):
     with pytest.raises(preprocess.BlankImage, match="draw something first"):
         preprocess.prepare(preprocess.open_image(encoded(image, "PNG")), 1, 28)
+
+
+# -- bounded work: the pixel cap and reduced JPEG decoding ----------------------------------
+
+
+def test_a_phones_photo_passes_the_pixel_cap_and_a_larger_one_does_not():
+    from test_explain import png_header  # a header claiming the size, no pixels behind it
+
+    assert preprocess.open_image(png_header(4032, 3024)).size == (4032, 3024)  # 12 MP
+    with pytest.raises(preprocess.ImageTooLarge, match="has 20 megapixels; the limit is 16 "):
+        preprocess.open_image(png_header(5000, 4000))
+
+
+def phone_photo() -> bytes:
+    """A 12-megapixel JPEG: a dark jacket with a red patch on a light, slightly noisy wall."""
+    h, w = 3024, 4032
+    pixels = np.full((h, w, 3), (235, 230, 220), np.uint8)
+    pixels[800:2600, 1400:2600] = (40, 50, 60)
+    pixels[900:1500, 1500:2000] = (200, 30, 30)
+    noise = np.random.default_rng(0).integers(-6, 7, (h // 8, w // 8, 1), dtype=np.int16)
+    pixels = np.clip(pixels + np.kron(noise, np.ones((8, 8, 1), np.int16)), 0, 255)
+    return encoded(Image.fromarray(pixels.astype(np.uint8)), "JPEG", quality=90)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 288)])
+def test_a_large_jpeg_is_decoded_reduced_to_the_same_input(monkeypatch, channels, size):
+    data = phone_photo()
+    decoded, real = [], preprocess._flatten
+
+    def spy(image):
+        decoded.append(image.size)
+        return real(image)
+
+    monkeypatch.setattr(preprocess, "_flatten", spy)
+    reduced = preprocess.prepare(preprocess.open_image(data), channels, size)
+    assert decoded == [(1008, 756)]  # a quarter of each side, a sixteenth of the pixels
+    monkeypatch.setattr(preprocess, "DRAFT_SIDE", 10**6)  # larger than any photo: in full
+    full = preprocess.prepare(preprocess.open_image(data), channels, size)
+    assert decoded[1] == (4032, 3024)
+    assert reduced.shape == full.shape == (1, channels, size, size)
+    difference = (reduced - full).abs()
+    assert float(difference.max()) < 0.1 and float(difference.mean()) < 0.05
