@@ -12,7 +12,8 @@ Safety (DESIGN's checklist): uploads are read by ``core.classify`` (size cap, fo
 content from an allow-list, pixel cap from the header before decoding), never by Gradio's own
 image decoding (events run with ``preprocess=False``); uploads above MAX_FILE_SIZE are refused
 by the server; a queue with one worker per core; bound to localhost unless ``--host`` says
-otherwise; no share link; no run history kept.
+otherwise; no share link; no run history kept; uploads and drawings are deleted from
+Gradio's cache an hour after they came (DELETE_CACHE), and all of them when the server stops.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ SHOWN = 224  # pixels the 28x28 pictures are enlarged to (nearest neighbour: cri
 CANVAS = 400  # the sketchpad's side, in pixels
 MAX_FILE_SIZE = classify.MAX_FILE_BYTES  # refused by the server before any of our code runs
 QUEUE_SIZE = 128  # waiting calls beyond this are told the server is busy
+# (every, older than) in seconds: every 10 minutes Gradio deletes the uploads and drawings
+# this app put in its cache once they are an hour old, and all of them when it stops. A
+# picture is answered at once; another model picked for one older than that asks for the
+# picture again (its file is gone, so it cannot be read).
+DELETE_CACHE = (600, 3600)
 
 
 def _upload_folder() -> str:
@@ -226,7 +232,7 @@ _PICK_BRUSH = """() => {
 def build_demo(classifier: classify.Classifier | None = None) -> gr.Blocks:
     """The classify tab: English at ``/``, Spanish at ``/es``, and the ``/classify`` API."""
     tab = ClassifyTab(classifier or classify.Classifier())
-    with gr.Blocks(title="CNN Classroom · Classify") as demo:
+    with gr.Blocks(title="CNN Classroom · Classify", delete_cache=DELETE_CACHE) as demo:
         _page(demo, tab, "en")
         # The API: one image file in, label confidences out (no UI of its own).
         api_in = gr.Image(type="filepath", visible=False)
@@ -279,8 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent:
         _exit_with(args.parent)
     from core.store import Store
+    from ui.datasets import clean_stale
 
-    demo = build_demo(classify.Classifier(Store(args.store) if args.store else None))
+    store = Store(args.store) if args.store else Store()
+    clean_stale(store.root)  # once per start: what a killed process left half-written
+    demo = build_demo(classify.Classifier(store))
     print(f"classify tab on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     launch(demo, args.host, args.port)
 
