@@ -145,12 +145,11 @@ class ClassifyTab:
         return self.from_sketch(editor, run_id, lang)
 
     def api(self, payload) -> dict:
-        """``/classify``: one image file -> {class: probability} from the best stored run."""
-        run_id = self.classifier.best()
+        """``/classify``: one image file -> {class: probability} from the best stored run
+        (with an empty store, as the page does: the fast preset trained once, then)."""
         path = _path_of(payload)
         try:
-            if run_id is None:
-                raise classify.NoRun()
+            run_id = self.classifier.ensure_run()
             if path is None:
                 raise preprocess.UnreadableImage()
             image = self.classifier.read(path, inside=_upload_folder())

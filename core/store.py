@@ -248,6 +248,41 @@ class Store:
                 if now - folder.stat().st_mtime > older_than:
                     shutil.rmtree(folder)
 
+    def export_files(self, run_id: str) -> dict[str, bytes]:
+        """A verified run's files (weights and metadata), to carry to another store."""
+        if self.meta(run_id) is None:
+            raise KeyError(run_id)
+        return {name: (self.path(run_id) / name).read_bytes() for name in (WEIGHTS, META)}
+
+    def import_files(self, run_id: str, files: dict[str, bytes]) -> dict:
+        """Write a run exported by another store (a Ray node's), atomically; its checksums
+        are verified before it is visible. Returns its metadata."""
+        if set(files) != {WEIGHTS, META}:
+            raise ValueError("a run is its weights and its metadata")
+        meta = json.loads(files[META])
+        ok = (
+            isinstance(meta, dict)
+            and meta.get("run_id") == run_id
+            and meta.get("checksum") == meta_checksum(meta)
+            and meta.get("weights_sha256") == hashlib.sha256(files[WEIGHTS]).hexdigest()
+        )
+        if not ok:
+            raise ValueError(f"run {run_id}: its files do not match their checksums")
+        self.runs.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{run_id}-", dir=self.runs))
+        try:
+            for name, blob in files.items():
+                _fsync_write(tmp / name, blob)
+            final = self.path(run_id)
+            if final.exists():
+                self._discard(final)
+            os.rename(tmp, final)
+            self._fsync_dir(self.runs)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return meta
+
     def _discard(self, folder: Path) -> None:
         trash = folder.with_name(f".tmp-trash-{folder.name}-{os.getpid()}-{time.time_ns()}")
         os.rename(folder, trash)  # out of the way in one step, then delete at leisure

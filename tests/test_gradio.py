@@ -396,3 +396,34 @@ def test_the_tab_beside_streamlit_leaves_the_cores_to_training():
     finally:
         server.stop()
     assert b"CNN_CLASSROOM_THREADS=1" in environ and b"OMP_NUM_THREADS=1" in environ
+
+
+def test_the_api_on_an_empty_store_trains_the_default_once_and_answers(tmp_path, monkeypatch):
+    """``/classify`` does what the page does: with nothing stored, the default preset is
+    trained once, as a job of the queue (a worker process, never the tab's own), and two
+    callers at once both get an answer from it."""
+    from gradio_client import Client
+
+    import gradio_app
+    from core import presets
+    from core.classify import QUEUE_OWNER, Classifier
+    from core.jobs import JobQueue
+    from core.store import Store
+
+    tiny = presets.Preset("fast", "tiny stand-in", TINY, {})
+    monkeypatch.setattr(presets, "get", lambda name: tiny)
+    store = Store(tmp_path / "empty-store")
+    demo = gradio_app.build_demo(Classifier(store))
+    port = free_port()
+    gradio_app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    try:
+        path, _ = digit_file(tmp_path)
+        clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda c: classify(c, path), clients))
+    finally:
+        demo.close()
+    for answer in answers:
+        assert len(answer["confidences"]) == 10 and answer["label"] in set("0123456789")
+    (job,) = JobQueue(store, dispatch=False).jobs(QUEUE_OWNER)
+    assert job.state == "done" and [m["run_id"] for m in store.list()] == [job.run_id]

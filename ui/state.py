@@ -77,11 +77,14 @@ def restart_note(snap: dict) -> None:
 
 
 def show_job(job, view) -> None:
-    """``view(job_id)`` drawn once for a finished job; for a live one, redrawn twice a second
-    until it ends, then once more without the timer (an open page would otherwise redraw a
-    finished chart forever, on the server and in the browser). The page never trains."""
+    """``view(job_id)`` drawn once for a finished job; for a live one, redrawn until it ends
+    (twice a second while it runs, every 2 s while it waits: thirty waiting students must
+    not cost the server what one running curve does), then once more without the timer (an
+    open page would otherwise redraw a finished chart forever). The page never trains."""
     if job.is_final:
         view(job.id)
+    elif job.state == "queued":
+        _waiting_job(job.id, view)
     else:
         _live_job(job.id, view)
 
@@ -92,6 +95,14 @@ def _live_job(job_id: str, view) -> None:
     job = jobs().get(job_id, user())
     if job is None or job.is_final:
         st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def _waiting_job(job_id: str, view) -> None:
+    view(job_id)
+    job = jobs().get(job_id, user())
+    if job is None or job.state != "queued":
+        st.rerun()  # started (or ended): the faster timer, or none
 
 
 @st.cache_data(show_spinner=False, ttl=2)

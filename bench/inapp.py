@@ -1,0 +1,139 @@
+"""In-app training against the command line: the same config, side by side, in one run.
+
+    .venv/bin/python bench/inapp.py [--rounds 3] [--epochs 2] [--model cnn_bn] [--browser]
+
+Each round trains the config twice, each time on a fresh store: once with
+``python -m core train``, once from the app's Train page (the app started as ``make run``
+starts it, its Gradio tab included) with the page open on the live run the whole time. The
+page is a websocket session (bench/stclient.py) that re-runs the live fragment on the
+server's interval, as a browser does, so the figure counts the page's server-side work (its
+reruns and polling); ``--browser`` watches with a real headless Chromium instead, whose own
+drawing then shares this machine's two cores too (in a class it happens on each student's
+computer). The two runs are checked to have the same run id (the same config).
+
+Per round: the trainer's images/s of both (each measured by the trainer itself over its
+epochs), their ratio, the server's CPU seconds during the app's run and the page's fragment
+reruns. The last line is one JSON object with the median ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app_server import ROOT, App
+from stclient import Session
+
+from core.jobs import JobDB
+from core.store import Store
+
+
+def command_line(model: str, epochs: int, scratch: Path) -> dict:
+    store, out = Path(tempfile.mkdtemp(dir=scratch)), scratch / "cli.json"
+    subprocess.run([sys.executable, "-m", "core", "train", "--model", model, "--epochs",
+                    str(epochs), "--store", str(store), "--json", str(out), "--quiet",
+                    "--no-map"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    result = json.loads(out.read_text())
+    meta = Store(store).meta(result["run_id"])
+    return {"run_id": result["run_id"], "images_per_second": meta["images_per_second"]}
+
+
+def in_app(model: str, epochs: int, scratch: Path, browser: bool) -> dict:
+    store = Path(tempfile.mkdtemp(dir=scratch))
+    app = App(str(store))
+    app.start()
+    try:
+        time.sleep(12)  # the worker started ahead of the first Start has warmed up
+        s = Session(app.url, timeout=120)
+        s.open("train")
+        s.set("Model", model)
+        s.set("Epochs", epochs)
+        cpu = app.cpu_seconds()
+        started = time.perf_counter()
+        if browser:
+            job_id = _watch_in_chromium(app.url, s.query, model, epochs)
+            s.close()
+        else:
+            s.click("Start")
+            job_id = s.query["job"]
+        db = JobDB(store)
+        while not (job := db.get(job_id)).is_final:
+            if not browser:
+                s.tick()
+            time.sleep(0.05)
+        seconds, cpu = time.perf_counter() - started, app.cpu_seconds() - cpu
+        meta = Store(store).meta(job.run_id)
+        return {"run_id": job.run_id, "images_per_second": meta["images_per_second"],
+                "server_cpu_s": cpu, "seconds": seconds,
+                "fragment_reruns": 0 if browser else s.fragment_runs}  # fmt: skip
+    finally:
+        app.kill()
+
+
+def _watch_in_chromium(url: str, query: dict, model: str, epochs: int) -> str:
+    """Open the Train page in headless Chromium, set the model and epochs, press Start,
+    and keep the page open (in a thread) until the bench ends; the job id."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    ready, box = threading.Event(), {}
+
+    def watch() -> None:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--headless", "--no-sandbox", "--disable-gpu"],
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/train?user={query['user']}")
+            page.get_by_label("Model").first.wait_for()
+            page.get_by_label("Epochs").fill(str(epochs))
+            page.get_by_label("Epochs").press("Enter")
+            page.get_by_role("button", name="Start").click()
+            page.wait_for_url("**job=*")
+            box["job"] = page.url.split("job=")[1].split("&")[0]
+            ready.set()
+            page.wait_for_timeout(600_000)  # the daemon thread ends with the bench
+
+    threading.Thread(target=watch, daemon=True).start()
+    ready.wait(120)
+    return box["job"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--model", default="cnn_bn")
+    p.add_argument("--browser", action="store_true", help="watch in a real headless Chromium")
+    args = p.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="cnn-classroom-inapp-"))
+    ratios = []
+    for r in range(1, args.rounds + 1):
+        cli = command_line(args.model, args.epochs, scratch)
+        app = in_app(args.model, args.epochs, scratch, args.browser)
+        if cli["run_id"] != app["run_id"]:
+            sys.exit(f"not the same config: {cli['run_id']} against {app['run_id']}")
+        ratio = app["images_per_second"] / cli["images_per_second"]
+        ratios.append(ratio)
+        print(f"round {r}: command line {cli['images_per_second']:,.0f} img/s, in the app "
+              f"{app['images_per_second']:,.0f} img/s ({ratio:.3f}x); server CPU "
+              f"{app['server_cpu_s']:.1f} s over {app['seconds']:.1f} s, "
+              f"{app['fragment_reruns']} fragment reruns", flush=True)  # fmt: skip
+    print(json.dumps({"model": args.model, "epochs": args.epochs, "browser": args.browser,
+                      "ratios": [round(x, 3) for x in ratios],
+                      "median_ratio": round(statistics.median(ratios), 3)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
