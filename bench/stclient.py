@@ -21,6 +21,7 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.sync.client import connect
 
 # A run ended early for a rerun (a button's st.switch_page) is followed by the new run.
+DEBUG = False
 FINISHED = {
     ForwardMsg.FINISHED_SUCCESSFULLY,
     ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY,
@@ -53,6 +54,7 @@ class Session:
         self.exceptions: list[str] = []
         self.query: dict[str, str] = {}
         self.page = ""
+        self._page_hash = ""
         self.states: dict[str, WidgetState] = {}  # widget id -> the value we set
         self._fragments: dict[str, float] = {}  # fragment id -> rerun interval (s)
         self._last_fragment: dict[str, float] = {}  # fragment id -> when it last ran
@@ -64,6 +66,7 @@ class Session:
         seconds it took."""
         self.page, self.query = page, {**self.query, **query}
         self.widgets, self.buttons, self.states, self._fragments = {}, [], {}, {}
+        self._page_hash = ""  # the server names it in its answer (a rerun it asks needs it)
         return self._run()
 
     def click(self, label: str, key: str | None = None) -> float:
@@ -112,6 +115,7 @@ class Session:
         cs = msg.rerun_script
         cs.query_string = urlencode(self.query)
         cs.page_name = self.page
+        cs.page_script_hash = self._page_hash
         if fragment:
             cs.fragment_id, cs.is_auto_rerun = fragment, True
         cs.widget_states.widgets.extend([*self.states.values(), *(extra or [])])
@@ -119,10 +123,11 @@ class Session:
             self.texts, self.exceptions, self.buttons = [], [], []
         started = time.perf_counter()
         self.ws.send(msg.SerializeToString())
-        self._read_until_finished(started)
+        self._read_until_finished(started, fragment=bool(fragment))
         return time.perf_counter() - started
 
-    def _read_until_finished(self, started: float) -> None:
+    def _read_until_finished(self, started: float, fragment: bool) -> None:
+        own_run = fragment  # a fragment's run starts with a new_session too, not a new page
         while True:
             left = self.timeout - (time.perf_counter() - started)
             if left <= 0:
@@ -130,7 +135,15 @@ class Session:
             fm = ForwardMsg()
             fm.ParseFromString(self.ws.recv(timeout=left))
             kind = fm.WhichOneof("type")
-            if kind == "delta":
+            if DEBUG and kind != "delta":
+                print("  <-", kind, str(getattr(fm, kind)).replace("\n", " ")[:80])
+            if kind == "new_session" and own_run:
+                own_run = False
+            elif kind == "new_session":  # a whole run (a page, or one a fragment asked for)
+                self._fragments, self.buttons, self.texts = {}, [], []
+            elif kind == "navigation":  # the page this run is on
+                self._page_hash = fm.navigation.page_script_hash
+            elif kind == "delta":
                 self._element(fm.delta)
             elif kind == "auto_rerun":
                 self._fragments[fm.auto_rerun.fragment_id] = fm.auto_rerun.interval

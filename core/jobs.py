@@ -388,7 +388,10 @@ def fair_order(queued: list, running_owners: list[str], last_start: dict[str, fl
 # -- executors ------------------------------------------------------------------------------
 def _one_line_exit(code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         why = "out of memory, or killed by hand" if -code == signal.SIGKILL else "a signal"
         return f"the training process was killed ({name}: {why})"
     return f"the training process ended unexpectedly (exit status {code})"
@@ -469,8 +472,9 @@ class LocalWorkers:
                 return
         raise RuntimeError("no free worker")
 
-    def busy(self) -> dict[str, tuple[int, float]]:
-        return {p.job[0]: (p.job[1], 0.0) for p in self._procs if p is not None and p.job}
+    def busy(self) -> set[str]:
+        """The jobs its workers are running."""
+        return {p.job[0] for p in self._procs if p is not None and p.job}
 
     def kill(self, job_id: str) -> None:
         for p in self._procs:
@@ -540,9 +544,9 @@ class RayWorkers:
         with self._lock:
             return self.slots - len(self._active)
 
-    def busy(self) -> dict[str, tuple[int, float]]:
+    def busy(self) -> set[str]:
         with self._lock:
-            return {j: (a, 0.0) for j, (a, _) in self._active.items()}
+            return set(self._active)
 
     def start(self, job_id: str, attempt: int) -> None:
         job = self.db.get(job_id)
@@ -650,13 +654,17 @@ class JobQueue:
     def submit_many(self, cfgs: list[RunConfig], owner: str, map_after: bool = True) -> list[Job]:
         """Queue several runs as one submission (a sweep, an ablation set): they count once
         against the owner's cap, and at most ``max_variants`` of them are taken."""
-        from core.runs import resolve
+        from core.runs import check_size, resolve
 
         if not cfgs:
             return []
         if len(cfgs) > self.max_variants:
             raise UserError(f"{len(cfgs)} runs in one go; the limit is {self.max_variants}")
-        keys = [resolve(cfg, self.store)[1] for cfg in cfgs]
+        keys = []
+        for cfg in cfgs:
+            resolved, key = resolve(cfg, self.store)
+            check_size(resolved)
+            keys.append(key)
         group = uuid.uuid4().hex[:12] if len(cfgs) > 1 else None
         jobs = [Job(uuid.uuid4().hex[:12], owner, cfg, map_after=map_after, group=group)
                 for cfg in cfgs]  # fmt: skip

@@ -42,15 +42,15 @@ MAX_MEMORY_MB = 6144  # a run's estimated training memory (core.models.footprint
 def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
     """(the config as it will run, its run id). Decodes no image.
 
-    Every field is bounded (config.validate), and so are the model's size and its training
-    memory (``check_size``). An ``ae_classifier`` takes its encoder's architecture (latent
-    size, dropout, pooling) and data from the stored autoencoder run it names; its mode
-    defaults to "finetune".
+    Every field is bounded (config.validate); the model's size and training memory are
+    checked before anything trains or is queued (``check_size``: it needs torch, which a
+    cache hit on the command line never imports). An ``ae_classifier`` takes its encoder's
+    architecture (latent size, dropout, pooling) and data from the stored autoencoder run
+    it names; its mode defaults to "finetune".
     """
     cfg = validate(replace(cfg, data=datasets.effective(cfg.data)))
     if cfg.model.name == "ae_classifier":
         cfg = _with_encoder(cfg, store or Store())
-    check_size(cfg)
     return cfg, run_key(cfg, datasets.identity(cfg.data))
 
 
@@ -204,6 +204,7 @@ def train_or_load(
     from core.train import Diverged, Finished, predict_proba, task_of, train  # torch: here only
 
     models.get(cfg.model.name)  # an unknown name fails here, listing the valid ones
+    check_size(cfg)
 
     store.clean()
     lock = store.lock(run_id)

@@ -239,8 +239,12 @@ def test_the_queue_runs_its_jobs_as_ray_tasks(ray_head, tmp_path):
     # Two CPUs, one each: both run at once, and their live updates stream back.
     wait_for(lambda: all(queue.get(j.id).state == "running" for j in jobs), timeout=180)
     wait_for(lambda: all(queue.get(j.id).history.get("val_loss") for j in jobs), timeout=120)
+    stopped = queue.submit(seeded(LONG, 3), "cat")  # waits for a free CPU, then is stopped
+    wait_for(lambda: queue.get(stopped.id).state == "running", timeout=300)
+    assert queue.stop(stopped.id, "cat")
     done = [queue.wait(j.id, 300) for j in jobs]
     assert [j.state for j in done] == ["done", "done"], [j.message for j in done]
+    assert queue.wait(stopped.id, 120).state == "stopped"
     # The weights came back into this server's store, verified.
     assert all(store.meta(j.run_id) is not None for j in done)
     assert done[0].run_id != done[1].run_id
@@ -271,3 +275,25 @@ def test_a_page_opened_from_its_old_url_reattaches_after_a_restart(tmp_path, mon
     other.query_params["job"] = job.id
     other.run()
     assert not any("place 1" in i.value for i in other.info)
+
+
+def test_the_train_page_says_when_a_student_has_too_many_runs(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    owner = "fedcba9876543210"
+    monkeypatch.setenv("CNN_CLASSROOM_MAX_QUEUED", "1")
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    JobQueue(Store(tmp_path), dispatch=False).submit(LONG, owner)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=120)
+    at.query_params["user"] = owner
+    at.run()
+    at.selectbox(key="train_dataset").set_value("digits")
+    at.number_input(key="—_cnn_bn_builtin_epochs").set_value(1)
+    at.run()
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        "you already have 1 runs waiting or running: wait for one to finish, or stop one"
+    ]

@@ -89,6 +89,7 @@ def test_train_page_trains_a_backbone_on_an_offered_folder(tmp_path, monkeypatch
     try:
         job = jobs().wait(at.session_state["job"], 120)
         assert job.state == "done", job.snapshot()["message"]
-        assert job.cfg.data.image_size == 288 and job.cfg.model.tune == "frozen"
+        assert job.cfg.data.image_size == 288
+        assert job.cfg.model.tune is None  # the model default, frozen, left unset
     finally:
         jobs().shutdown()

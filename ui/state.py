@@ -15,15 +15,21 @@ from ui.classify_server import ClassifyServer
 from ui.i18n import t
 
 
-@st.cache_resource(show_spinner=False)
 def dataset(cfg: DataConfig | None = None):
-    """An ImageData loaded once per server process and shared read-only by every session."""
+    """An ImageData, shared read-only by every session (core.data's cache: bounded in
+    datasets and bytes, so every dataset anyone opens does not stay decoded here)."""
     return datasets.load(cfg or DataConfig())
 
 
 @st.cache_resource(show_spinner=False)
 def store() -> Store:
-    return Store()
+    """The store; on this server's first visit, what killed processes left half-written
+    (partial uploads and extractions) is removed."""
+    from ui.datasets import clean_stale
+
+    s = Store()
+    clean_stale(s.root)
+    return s
 
 
 @st.cache_resource(show_spinner=False)

@@ -111,7 +111,8 @@ def model_options_ui(defaults: dict, k: str) -> dict:
         side = st.selectbox(t("tr_resolution"), sides, help=t("tr_help_resolution"),
                             key=k + "res")  # fmt: skip
         options["resolution"] = None if side == auto else int(side)
-    return options
+    # A model default stays unset, as the command line leaves it: one run key for both.
+    return {k: None if v == defaults.get(k) else v for k, v in options.items()}
 
 
 def dataset_ui(key: str = "train_dataset") -> str:
@@ -141,11 +142,13 @@ def _uploaded(key: str) -> None:
     file = st.session_state.get("dataset_zip")
     if file is None:
         return
-    path = photo_sets.save_upload(store().root, user(), file.name, file.getvalue())
-    try:
+    path = None
+    try:  # a quota or a full disk refuses before anything is written
+        path = photo_sets.save_upload(store().root, user(), file.name, file.getvalue())
         photo_sets.check(str(path))
     except UserError as e:
-        photo_sets.forget_upload(path)
+        if path is not None:
+            photo_sets.forget_upload(path)
         st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=file.name, why=str(e))
     else:
         st.session_state[key] = str(path)
