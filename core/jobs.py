@@ -400,7 +400,8 @@ def _one_line_exit(code: int) -> str:
 class _Proc:
     """One local worker process and what it is doing."""
 
-    def __init__(self, root: Path, index: int, threads: int | None, maps: bool):
+    def __init__(self, root: Path, index: int, threads: int | None, maps: bool,
+                 wake: threading.Event):  # fmt: skip
         from core.device import THREADS_ENV
 
         logs = root / "queue-logs"
@@ -421,6 +422,7 @@ class _Proc:
         self.job: tuple[str, int] | None = None  # (job id, attempt)
         self.error = ""  # the worker's own one-line complaint (warming up failed)
         self.ended = threading.Event()
+        self._wake = wake  # the dispatcher's: a worker free or gone is news for it
         threading.Thread(target=self._read, daemon=True, name=f"worker-{index}-out").start()
 
     def _read(self) -> None:
@@ -432,8 +434,10 @@ class _Proc:
                 self.job = None
             elif line.startswith("error:"):
                 self.error = line.removeprefix("error:").strip()
+            self._wake.set()
         self.proc.wait()
         self.ended.set()
+        self._wake.set()
 
     def give(self, job_id: str, attempt: int) -> None:
         self.job = (job_id, attempt)
@@ -451,8 +455,10 @@ class LocalWorkers:
     name = "local"
 
     def __init__(self, db: JobDB, root: Path, slots: int = 1, threads: int | None = None,
-                 maps: bool = True, warm: bool = True):  # fmt: skip
+                 maps: bool = True, warm: bool = True,
+                 wake: threading.Event | None = None):  # fmt: skip
         self.db, self.root, self.slots, self.threads = db, root, slots, threads
+        self.wake = wake or threading.Event()
         self.maps = maps
         self.warm = warm  # keep a started worker ready before anyone presses Start
         self._procs: list[_Proc | None] = [None] * slots
@@ -500,7 +506,7 @@ class LocalWorkers:
     def _respawn(self) -> None:
         for i, p in enumerate(self._procs):
             if p is None and time.monotonic() >= self._backoff[i]:
-                self._procs[i] = _Proc(self.root, i, self.threads, self.maps)
+                self._procs[i] = _Proc(self.root, i, self.threads, self.maps, self.wake)
 
     def close(self) -> None:
         for p in self._procs:
