@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.i18n import language_picker, t
-from ui.state import classify_server, jobs, user
+from ui.state import classify_server, jobs, user, warm_server
 
 # (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
 # Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
@@ -29,6 +29,7 @@ st.set_page_config(page_title="CNN Classroom", page_icon=":material/checkroom:",
 language_picker()
 user()
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
+warm_server()  # its caches fill in the background
 classify_server()  # and the Gradio classify tab, in a process of its own
 navigation = [
     st.Page(

@@ -73,6 +73,7 @@ class Student(threading.Thread):
     def page(self, s: Session, name: str) -> None:
         seconds = s.open(name, **self.query)
         self.class_.page_times.append(seconds)
+        self.class_.by_page.setdefault(name or "home", []).append(seconds)
         self.query = {k: v for k, v in s.query.items() if k in ("user", "job", "lang")}
 
     def run(self) -> None:
@@ -128,6 +129,7 @@ class Class:
         self.app, self.image = app, image
         self.up = threading.Event()
         self.page_times: list[float] = []
+        self.by_page: dict[str, list[float]] = {}
         self.classify_ms: list[float] = []  # once a trained run exists
         self.classify_wait_ms: list[float] = []  # the first calls, waiting for one
         self.model_ready = threading.Event()
@@ -295,6 +297,7 @@ def main() -> None:
         "p95_page_s": round(pct(klass.page_times, 95), 2),
         "median_page_s": round(statistics.median(klass.page_times), 2),
         "pages": len(klass.page_times),
+        "p95_page_s_by_page": {k: round(pct(v, 95), 2) for k, v in sorted(klass.by_page.items())},
         "classify_p95_ms": round(pct(klass.classify_ms, 95), 1),
         "classify_calls": len(klass.classify_ms),
         "classify_first_calls": len(klass.classify_wait_ms),

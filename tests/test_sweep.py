@@ -248,3 +248,20 @@ def test_an_unreachable_cluster_is_one_error_line(run_cli):
                    "--ray-address", f"127.0.0.1:{free_port()}", timeout=300)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_a_grid_is_counted_and_capped_before_it_is_expanded(run_cli, monkeypatch):
+    values = "|".join(str(v) for v in range(1, 1001))  # 1000 x 1000 x 1000 combinations
+    spec = sweep.parse_grid([f"width={values}", f"latent={values}", f"batch_size={values}"])
+    with pytest.raises(UserError, match="1,000,000,000 combinations; the limit is 64 runs"):
+        sweep.grid(TINY_MLP, spec)
+    # Sampling picks combinations by their index: four of a billion, none of the others built.
+    picked = sweep.grid(TINY_MLP, spec, sample=4, seed=0)
+    assert len({v.name for v in picked}) == 4
+    monkeypatch.setenv("CNN_CLASSROOM_MAX_VARIANTS", "3")
+    with pytest.raises(UserError, match="the limit is 3 runs"):
+        sweep.grid(TINY_MLP, spec, sample=4)
+    proc = run_cli("sweep", "--model", "mlp", *DIGIT_FLAGS, "--grid", f"batch_size={values}",
+                   env={"CNN_CLASSROOM_MAX_VARIANTS": "64"})  # fmt: skip
+    assert proc.returncode == 2 and "1,000 combinations; the limit is 64" in proc.stderr
+    assert "Traceback" not in proc.stderr

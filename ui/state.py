@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 
 import streamlit as st
 
@@ -39,6 +40,30 @@ def jobs() -> JobQueue:
     the first Start shows its curve at once (CNN_CLASSROOM_WARM_WORKER=off: not ahead)."""
     warm = os.environ.get("CNN_CLASSROOM_WARM_WORKER", "on").lower() != "off"
     return JobQueue(store(), warm=warm)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_server() -> threading.Thread:
+    """Once per server, in the background: what every first page view would pay (torch and
+    the registry's parameter counts, scikit-learn, Altair, the map libraries, the default
+    dataset decoded, the store's runs verified once: 5-10 s of CPU). A restarted server's
+    thirty reconnecting students then do not each wait behind it."""
+
+    def warm() -> None:
+        import altair  # noqa: F401 - st.bar_chart's
+        import openTSNE  # noqa: F401
+
+        import core.metrics  # noqa: F401 - scikit-learn and SciPy
+        from core import models
+
+        for entry in models.list_models():
+            models.parameter_count(entry.name)
+        datasets.load(DataConfig()).mean_std()
+        store().list()
+
+    thread = threading.Thread(target=warm, daemon=True, name="warm-server")
+    thread.start()
+    return thread
 
 
 def user() -> str:

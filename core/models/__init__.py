@@ -68,6 +68,7 @@ def build(model_cfg, spec: InputSpec) -> Classifier:
     return entry.factory(spec, **options)
 
 
+@functools.lru_cache(maxsize=64)
 def parameter_count(name: str, spec: InputSpec | None = None) -> int:
     """Model ``name``'s parameters for ``spec`` (default: 28x28 greyscale, 10 classes),
     counted on the meta device: nothing is allocated and no pretrained weights are read."""
