@@ -238,4 +238,4 @@ def test_flags_build_the_run_config():
 def test_unparseable_flag_exits_2(capsys):
     assert cli.main(["train", "--model", "mlp", "--hidden", "lots"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: argument --hidden: hidden sizes look")
+    assert len(lines) == 1 and lines[0].startswith("error: argument --hidden: layer sizes look")

@@ -297,3 +297,18 @@ def test_the_train_page_says_when_a_student_has_too_many_runs(tmp_path, monkeypa
     assert [e.value for e in at.error] == [
         "you already have 1 runs waiting or running: wait for one to finish, or stop one"
     ]
+
+
+def test_a_new_runs_map_waits_when_another_job_waits_for_the_worker(tmp_path):
+    """The t-SNE map after a run holds the worker 4-5 s: with students waiting, it is left
+    for the Embeddings page to compute when someone asks."""
+    queue = JobQueue(Store(tmp_path))
+    first = queue.submit(TINY, "ana")
+    second = queue.submit(seeded(TINY, 1), "ben")  # waiting while the first trains
+    first, second = queue.wait(first.id, 180), queue.wait(second.id, 180)
+
+    def maps(run_id: str) -> list:
+        return list((tmp_path / "embeddings").glob(f"{run_id}*-tsne-*.npy"))
+
+    assert wait_for(lambda: maps(second.run_id))  # nobody waited: computed after it ended
+    assert not maps(first.run_id)  # someone was waiting

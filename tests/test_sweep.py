@@ -63,7 +63,8 @@ def test_each_ablation_removes_exactly_its_layers():
 @pytest.mark.parametrize(
     "change, message",
     [({"no_relu": (5,)}, "numbered 1 to 4"), ({"skip": (1, 2, 3, 4)}, "every stage"),
-     ({"kernel": 4}, "odd"), ({"stages": (8, 0)}, "at least 1")],
+     ({"kernel": 4}, "odd"), ({"stages": (8, 0)}, "between 1 and 1024"),
+     ({"stages": (8,) * 9}, "1 to 8 conv stages")],
 )  # fmt: skip
 def test_impossible_stage_settings_are_refused(change, message):
     from core.config import validate
