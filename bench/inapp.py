@@ -89,6 +89,13 @@ def _watch_in_chromium(url: str, query: dict, model: str, epochs: int) -> str:
     ready, box = threading.Event(), {}
 
     def watch() -> None:
+        try:
+            follow()
+        except Exception as e:  # noqa: BLE001 - said in the main thread
+            box["error"] = f"{type(e).__name__}: {e}"
+            ready.set()
+
+    def follow() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path="/usr/bin/chromium",
@@ -96,17 +103,25 @@ def _watch_in_chromium(url: str, query: dict, model: str, epochs: int) -> str:
             )
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{url}/train?user={query['user']}")
-            page.get_by_label("Model").first.wait_for()
-            page.get_by_label("Epochs").fill(str(epochs))
-            page.get_by_label("Epochs").press("Enter")
-            page.get_by_role("button", name="Start").click()
-            page.wait_for_url("**job=*")
+            page.get_by_text("Start from").first.wait_for(timeout=60_000)
+            if model != "cnn_bn":  # the form's default
+                picker = page.locator("[data-testid=stSelectbox]").filter(has_text="Model")
+                picker.locator("[role=combobox], input").first.click()
+                page.get_by_role("option", name=model, exact=True).click()
+            epochs_box = page.get_by_role("spinbutton", name="Epochs")
+            epochs_box.fill(str(epochs))
+            epochs_box.press("Enter")
+            page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Start", exact=True).click()
+            page.wait_for_url("**job=*", timeout=60_000)
             box["job"] = page.url.split("job=")[1].split("&")[0]
             ready.set()
             page.wait_for_timeout(600_000)  # the daemon thread ends with the bench
 
     threading.Thread(target=watch, daemon=True).start()
-    ready.wait(120)
+    ready.wait(180)
+    if "job" not in box:
+        sys.exit(f"the browser could not start the run: {box.get('error', 'timed out')}")
     return box["job"]
 
 
