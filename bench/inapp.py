@@ -52,9 +52,9 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool) -> dict:
     app = App(str(store))
     app.start()
     try:
-        time.sleep(12)  # the worker started ahead of the first Start has warmed up
         s = Session(app.url, timeout=120)
-        s.open("train")
+        s.open("train")  # the server's first view starts its worker and its cache warming
+        time.sleep(15)  # both done, as when a teacher opened the app before the class
         s.set("Model", model)
         s.set("Epochs", epochs)
         cpu = app.cpu_seconds()
