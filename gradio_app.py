@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     from core.store import Store
     from ui.datasets import clean_stale
 
-    store = Store(args.store) if args.store else Store()
+    store = Store(args.store)  # None: CNN_CLASSROOM_STORE or the user cache
     clean_stale(store.root)  # once per start: what a killed process left half-written
     demo = build_demo(classify.Classifier(store))
     print(f"classify tab on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

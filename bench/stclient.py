@@ -21,7 +21,6 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.sync.client import connect
 
 # A run ended early for a rerun (a button's st.switch_page) is followed by the new run.
-DEBUG = False
 FINISHED = {
     ForwardMsg.FINISHED_SUCCESSFULLY,
     ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY,
@@ -135,8 +134,6 @@ class Session:
             fm = ForwardMsg()
             fm.ParseFromString(self.ws.recv(timeout=left))
             kind = fm.WhichOneof("type")
-            if DEBUG and kind != "delta":
-                print("  <-", kind, str(getattr(fm, kind)).replace("\n", " ")[:80])
             if kind == "new_session" and own_run:
                 own_run = False
             elif kind == "new_session":  # a whole run (a page, or one a fragment asked for)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from core import UserError
@@ -112,6 +113,15 @@ def from_dict(d: dict) -> RunConfig:
         )
     except TypeError as e:
         raise UserError(f"bad run configuration: {e}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive whole number the teacher sets in the environment (``default`` when unset
+    or unreadable): the class's caps."""
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

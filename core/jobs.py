@@ -44,7 +44,7 @@ from typing import ClassVar
 from filelock import FileLock, Timeout
 
 from core import UserError
-from core.config import RunConfig, from_dict, to_dict
+from core.config import RunConfig, env_int, from_dict, to_dict
 from core.store import Store
 
 STATES = ("queued", "waiting", "running", "done", "diverged", "stopped", "failed")
@@ -57,13 +57,7 @@ MAX_QUEUED, MAX_VARIANTS = 5, 64
 KEEP = 5000  # finished jobs remembered (the oldest are forgotten first)
 STOP_GRACE = 20.0  # seconds a running job has to stop at its next batch before it is killed
 REQUEUED = "interrupted by a restart of the server: queued again in its place"
-
-
-def env_int(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
+PARTIAL = "stopped: a partial run is not stored"
 
 
 @dataclass
@@ -406,8 +400,7 @@ class _Proc:
 
         logs = root / "queue-logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.log_path = logs / f"worker-{index}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes it; closed below
+        log = open(logs / f"worker-{index}.log", "wb")  # noqa: SIM115 - closed below, the child's
         env = dict(os.environ)
         if threads:
             env[THREADS_ENV] = str(threads)
@@ -452,8 +445,6 @@ class _Proc:
 class LocalWorkers:
     """``slots`` worker processes on this machine (default one: a run uses every core)."""
 
-    name = "local"
-
     def __init__(self, db: JobDB, root: Path, slots: int = 1, threads: int | None = None,
                  maps: bool = True, warm: bool = True,
                  wake: threading.Event | None = None):  # fmt: skip
@@ -464,19 +455,19 @@ class LocalWorkers:
         self._procs: list[_Proc | None] = [None] * slots
         self._backoff = [0.0] * slots
 
+    def _idle(self) -> list[_Proc]:
+        """Started, warmed up, alive and without a job."""
+        alive = [p for p in self._procs if p is not None and not p.ended.is_set()]
+        return [p for p in alive if p.ready and p.job is None]
+
     def free(self, wanted: bool = True) -> int:
         """Workers ready for a job now (missing ones are started when ``wanted`` or warm)."""
         if wanted or self.warm:
             self._respawn()
-        return sum(p is not None and p.ready and p.job is None and not p.ended.is_set()
-                   for p in self._procs)  # fmt: skip
+        return len(self._idle())
 
     def start(self, job_id: str, attempt: int) -> None:
-        for p in self._procs:
-            if p is not None and p.ready and p.job is None and not p.ended.is_set():
-                p.give(job_id, attempt)
-                return
-        raise RuntimeError("no free worker")
+        self._idle()[0].give(job_id, attempt)
 
     def busy(self) -> set[str]:
         """The jobs its workers are running."""
@@ -526,24 +517,19 @@ class RayWorkers:
     back (a Ray streaming generator) and are written here; so are the trained weights, into
     this server's store, so the nodes need no shared disk."""
 
-    name = "ray"
-
     def __init__(self, db: JobDB, store: Store, address: str, slots: int | None = None,
                  cpus: int | None = None):  # fmt: skip
-        try:
-            import ray
-        except ImportError:
-            raise UserError("Ray is not installed: pip install 'ray[default]'") from None
         from core.sweep import connect_ray
 
-        self.ray, self.db, self.store = ray, db, store
         self.cpus = cpus or env_int(RAY_CPUS_ENV, 1)
-        connect_ray(address, self.cpus)
+        connect_ray(address, self.cpus)  # one line when Ray is missing or unreachable
+        import ray
+
+        self.ray, self.db, self.store = ray, db, store
         total = int(ray.cluster_resources().get("CPU", 1))
         self.slots = slots or env_int(RAY_SLOTS_ENV, max(1, total // self.cpus))
         self._task = ray.remote(num_returns="streaming")(_ray_task)
         self._active: dict[str, tuple[int, object]] = {}  # job id -> (attempt, generator)
-        self._lost: list[tuple[str, int, str]] = []
         self._lock = threading.Lock()
 
     def free(self, wanted: bool = True) -> int:
@@ -578,12 +564,8 @@ class RayWorkers:
                     self.db.stop_requested(job_id) and update["state"] not in FINAL
                 ):
                     self.ray.cancel(gen)
-                    self.db.update(
-                        job_id,
-                        attempt,
-                        {"state": "stopped", "message": "stopped: a partial run is not stored"},
-                    )
-                    return  # fmt: skip
+                    self.db.update(job_id, attempt, {"state": "stopped", "message": PARTIAL})
+                    return
         except Exception as e:  # noqa: BLE001 - a lost node, a cancelled or failed task
             from core.worker import one_line
 
@@ -765,15 +747,20 @@ class JobQueue:
         if self.ray_address:
             self.executor = RayWorkers(self.db, self.store, self.ray_address)
         else:
-            self.executor = LocalWorkers(
-                self.db, self.store.root, self.slots, maps=self.precompute_maps, warm=self.warm
-            )
+            self.executor = LocalWorkers(self.db, self.store.root, self.slots,
+                                         maps=self.precompute_maps, warm=self.warm,
+                                         wake=self._wake)  # fmt: skip
+
+    def _fail_next(self, why: str) -> None:
+        """The next queued job ends failed with ``why``: no job can run, and one says so
+        instead of every student waiting without a word."""
+        for row in self.db.rows(("queued",))[:1]:
+            self.db.finish_queued(row["id"], "failed", why)
 
     def _report_broken(self, e: Exception) -> None:
         from core.worker import one_line
 
-        for row in self.db.rows(("queued",))[:1]:
-            self.db.finish_queued(row["id"], "failed", f"cannot run jobs: {one_line(e)}")
+        self._fail_next(f"cannot run jobs: {one_line(e)}")
         self._closing.wait(5.0)
 
     def _tick(self) -> None:
@@ -781,11 +768,10 @@ class JobQueue:
         for job_id, attempt, why in ex.reap():
             if job_id:
                 self.db.fail(job_id, attempt, why)
-            else:  # a worker that could not start: the next job says why instead of hanging
-                for row in self.db.rows(("queued",))[:1]:
-                    self.db.finish_queued(row["id"], "failed", why)
-        self._enforce_stops(ex)
+            else:  # a worker that could not start
+                self._fail_next(why)
         running = self.db.rows(("running", "waiting"))
+        self._enforce_stops(ex, running)
         busy = ex.busy()
         for row in running:  # claimed here, but its worker has no record of it: lost
             if row["id"] not in busy:
@@ -818,20 +804,16 @@ class JobQueue:
         return self.db.finish_queued(row["id"], "done", "", run_id=row["key"], cache_hit=1,
                                      history=json.dumps(meta["history"]))  # fmt: skip
 
-    def _enforce_stops(self, ex) -> None:
+    def _enforce_stops(self, ex, running: list) -> None:
         """A running job asked to stop gets STOP_GRACE seconds to do it at its next batch
         (a worker waiting on another process's lock cannot), then its process is killed."""
         now = time.monotonic()
-        wanted = {r["id"]: r for r in self.db.rows(("running", "waiting")) if r["stop"]}
+        wanted = {r["id"]: r for r in running if r["stop"]}
         for job_id in list(self._stopping):
             if job_id not in wanted:
                 del self._stopping[job_id]
         for job_id, row in wanted.items():
             first = self._stopping.setdefault(job_id, now)
             if now - first > STOP_GRACE:
-                self.db.update(
-                    job_id,
-                    row["attempts"],
-                    {"state": "stopped", "message": "stopped: a partial run is not stored"},
-                )
-                ex.kill(job_id)  # fmt: skip
+                self.db.update(job_id, row["attempts"], {"state": "stopped", "message": PARTIAL})
+                ex.kill(job_id)

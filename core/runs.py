@@ -7,7 +7,6 @@ key it yields ``Waiting``, waits for that run, and reuses it.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ from filelock import Timeout
 
 from core import UserError
 from core import data as datasets
-from core.config import RunConfig, to_dict, validate
+from core.config import RunConfig, env_int, to_dict, validate
 from core.store import Store, code_version, run_key
 
 
@@ -54,13 +53,6 @@ def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]
     return cfg, run_key(cfg, datasets.identity(cfg.data))
 
 
-def _limit(env: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(env, default)))
-    except ValueError:
-        return default
-
-
 def input_shape(data_cfg) -> tuple[int, int, int]:
     """(channels, side, classes) a run on ``data_cfg`` will see, without decoding an image
     (a photo folder counts as colour: the larger case)."""
@@ -87,11 +79,11 @@ def check_size(cfg: RunConfig) -> None:
     except (RuntimeError, ValueError) as e:  # shapes that do not fit (a map shrunk to nothing)
         raise UserError(f"{cfg.model.name} cannot take {side}x{side} images with these "
                         f"settings: {str(e).splitlines()[0]}") from None  # fmt: skip
-    max_params = _limit(MAX_PARAMS_ENV, MAX_PARAMS)
+    max_params = env_int(MAX_PARAMS_ENV, MAX_PARAMS)
     if params > max_params:
         raise UserError(f"this model has {params:,} parameters; the limit is {max_params:,} "
                         "(fewer or smaller layers)")  # fmt: skip
-    max_mb = _limit(MAX_MEMORY_ENV, MAX_MEMORY_MB)
+    max_mb = env_int(MAX_MEMORY_ENV, MAX_MEMORY_MB)
     if memory > max_mb * 2**20:
         raise UserError(f"this run needs about {memory / 2**30:.1f} GiB of memory to train; "
                         f"the limit is {max_mb / 1024:.1f} GiB (a smaller batch, image or "

@@ -122,6 +122,18 @@ def atomic_write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _valid(meta, run_id: str, weights_sha256) -> bool:
+    """Whether ``meta`` is a whole, unaltered entry of ``run_id`` whose weights hash to
+    ``weights_sha256()`` (called last: hashing is the costly part)."""
+    return (
+        isinstance(meta, dict)
+        and meta.get("format") == FORMAT
+        and meta.get("run_id") == run_id
+        and meta.get("checksum") == meta_checksum(meta)
+        and meta.get("weights_sha256") == weights_sha256()
+    )
+
+
 class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else default_root()
@@ -149,13 +161,7 @@ class Store:
                 return json.loads(known[1])
             text = (folder / META).read_text()
             meta = json.loads(text)
-            ok = (
-                isinstance(meta, dict)
-                and meta.get("format") == FORMAT
-                and meta.get("run_id") == run_id
-                and meta.get("checksum") == meta_checksum(meta)
-                and meta.get("weights_sha256") == file_sha256(folder / WEIGHTS)
-            )
+            ok = _valid(meta, run_id, lambda: file_sha256(folder / WEIGHTS))
             # Remembered only if nothing changed while we read, and not too recently.
             unchanged = files == (_signature(folder / META), _signature(folder / WEIGHTS))
             if ok and unchanged and _settled(files):
@@ -210,16 +216,21 @@ class Store:
         """Write weights and metadata atomically; returns the stored metadata."""
         from safetensors.torch import save
 
-        self.runs.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         blob = save(state)
         meta = dict(meta, format=FORMAT, run_id=run_id, created=time.time())
         meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
         meta["checksum"] = meta_checksum(meta)
+        self._write_entry(run_id, {WEIGHTS: blob, META: json.dumps(meta, indent=1).encode()})
+        return meta
+
+    def _write_entry(self, run_id: str, files: dict[str, bytes]) -> None:
+        """A run's folder written in a temporary folder, then renamed into place."""
+        self.runs.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{run_id}-", dir=self.runs))
         try:
-            _fsync_write(tmp / WEIGHTS, blob)
-            _fsync_write(tmp / META, json.dumps(meta, indent=1).encode())
+            for name, blob in files.items():
+                _fsync_write(tmp / name, blob)
             final = self.path(run_id)
             if final.exists():  # a damaged entry we are replacing
                 self._discard(final)
@@ -228,7 +239,6 @@ class Store:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return meta
 
     def delete(self, run_id: str) -> None:
         """Remove a run and what was derived from it (its cached embedding maps)."""
@@ -260,27 +270,9 @@ class Store:
         if set(files) != {WEIGHTS, META}:
             raise ValueError("a run is its weights and its metadata")
         meta = json.loads(files[META])
-        ok = (
-            isinstance(meta, dict)
-            and meta.get("run_id") == run_id
-            and meta.get("checksum") == meta_checksum(meta)
-            and meta.get("weights_sha256") == hashlib.sha256(files[WEIGHTS]).hexdigest()
-        )
-        if not ok:
+        if not _valid(meta, run_id, lambda: hashlib.sha256(files[WEIGHTS]).hexdigest()):
             raise ValueError(f"run {run_id}: its files do not match their checksums")
-        self.runs.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{run_id}-", dir=self.runs))
-        try:
-            for name, blob in files.items():
-                _fsync_write(tmp / name, blob)
-            final = self.path(run_id)
-            if final.exists():
-                self._discard(final)
-            os.rename(tmp, final)
-            self._fsync_dir(self.runs)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        self._write_entry(run_id, files)
         return meta
 
     def _discard(self, folder: Path) -> None:

@@ -30,6 +30,7 @@ from core.config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    env_int,
     from_dict,
     parse_sizes,
     to_dict,
@@ -166,7 +167,7 @@ def grid(base: RunConfig, spec: dict[str, list], sample: int | None = None,
 
 def max_variants() -> int:
     """Runs one sweep or ablation set may have (the teacher sets CNN_CLASSROOM_MAX_VARIANTS)."""
-    from core.jobs import MAX_VARIANTS, MAX_VARIANTS_ENV, env_int
+    from core.jobs import MAX_VARIANTS, MAX_VARIANTS_ENV
 
     return env_int(MAX_VARIANTS_ENV, MAX_VARIANTS)
 

@@ -63,6 +63,7 @@ def execute(cfg, store, stop: threading.Event, map_after: bool = True,
     no other job waits for the worker (4-5 s that would otherwise hold up every student
     behind it; the Embeddings page computes a missing map when someone asks)."""
     from core import data as datasets
+    from core.jobs import PARTIAL
     from core.runs import Stored, Waiting, train_or_load
     from core.train import BatchEnd, Diverged, EpochEnd, Finished, reconstruct, to_uint8
 
@@ -107,7 +108,7 @@ def execute(cfg, store, stop: threading.Event, map_after: bool = True,
             yield update("diverged", message=event.reason)
             return
         elif isinstance(event, Finished) and event.stopped:
-            yield update("stopped", message="stopped: a partial run is not stored")
+            yield update("stopped", message=PARTIAL)
             return
         elif isinstance(event, Stored):
             history.series = {k: list(v) for k, v in event.meta["history"].items()}
@@ -115,7 +116,7 @@ def execute(cfg, store, stop: threading.Event, map_after: bool = True,
             if not event.cache_hit and precompute_maps and map_after and idle():
                 _precompute_map(event, datasets.load(cfg.data), store)
             return
-    yield update("stopped", message="stopped: a partial run is not stored")
+    yield update("stopped", message=PARTIAL)
 
 
 def _preview_images(cfg):

@@ -24,16 +24,10 @@ import pytest
 from PIL import Image
 
 from core.config import ModelConfig
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, free_port
 from tests.test_explain import png_header
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -120,20 +120,22 @@ def show_job(job, view) -> None:
         _live_job(job.id, view)
 
 
-@st.fragment(run_every=0.5)
-def _live_job(job_id: str, view) -> None:
+def _redraw(job_id: str, view, keep) -> None:
+    """One timed redraw; a whole rerun (a new timer, or none) once ``keep(job)`` is false."""
     view(job_id)
     job = jobs().get(job_id, user())
-    if job is None or job.is_final:
+    if job is None or not keep(job):
         st.rerun()
+
+
+@st.fragment(run_every=0.5)
+def _live_job(job_id: str, view) -> None:
+    _redraw(job_id, view, lambda job: not job.is_final)
 
 
 @st.fragment(run_every=2.0)
 def _waiting_job(job_id: str, view) -> None:
-    view(job_id)
-    job = jobs().get(job_id, user())
-    if job is None or job.state != "queued":
-        st.rerun()  # started (or ended): the faster timer, or none
+    _redraw(job_id, view, lambda job: job.state == "queued")  # started or ended: rerun
 
 
 @st.cache_data(show_spinner=False, ttl=2)
