@@ -3,6 +3,7 @@
     <root>/runs/<run_id>/weights.safetensors   the state dict (never a pickle)
     <root>/runs/<run_id>/meta.json             config, history, metrics, class names, checksums
     <root>/locks/<run_id>.lock                 held while the run trains
+    <root>/names.json                          the names people gave runs (run id -> text)
 
 The key hashes the full config, the dataset's identity and the code version, so a changed
 knob, dataset or trainer never returns a stale model. Writes are atomic (a temporary folder,
@@ -37,6 +38,9 @@ WEIGHTS, META = "weights.safetensors", "meta.json"
 # Source files whose changes can change a trained model or its stored metrics.
 CODE_PATHS = ("config.py", "train.py", "metrics.py", "device.py", "data", "models")
 RACY_NS = 2_000_000_000  # a file changed this recently is not trusted by its timestamps yet
+NAMES = "names.json"
+MAX_NAME = 40  # characters of a run's name
+MAX_NAMES = 10_000  # names kept in one store
 MAX_VERIFIED = 4096  # verified entries remembered (per process, all stores together)
 
 
@@ -207,7 +211,33 @@ class Store:
         model.load_state_dict(state, strict=True)
         return model.eval(), meta
 
+    def names(self) -> dict[str, str]:
+        """The names people gave runs (run id -> name); a name is a label, not part of the
+        run: it leaves the run's key and checksums alone."""
+        try:
+            names = json.loads((self.root / NAMES).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in names.items() if isinstance(v, str)} if isinstance(names, dict) else {}
+
     # -- writing ---------------------------------------------------------------------------
+    def set_name(self, run_id: str, name: str) -> str:
+        """Name a run (an empty name removes it); returns the name as kept: printable
+        characters only, at most MAX_NAME of them. At most MAX_NAMES names are kept (the
+        oldest go first)."""
+        self.path(run_id)  # a run id, or ValueError
+        name = " ".join("".join(c for c in name if c.isprintable()).split())[:MAX_NAME]
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / f"{NAMES}.lock"):
+            names = self.names()
+            names.pop(run_id, None)
+            if name:
+                names[run_id] = name
+            while len(names) > MAX_NAMES:
+                names.pop(next(iter(names)))
+            atomic_write(self.root / NAMES, json.dumps(names, ensure_ascii=False).encode())
+        return name
+
     def lock(self, run_id: str) -> FileLock:
         self.locks.mkdir(parents=True, exist_ok=True)
         return FileLock(self.locks / f"{run_id}.lock")
@@ -244,6 +274,8 @@ class Store:
         """Remove a run and what was derived from it (its cached embedding maps)."""
         if self.path(run_id).exists():
             self._discard(self.path(run_id))
+        if run_id in self.names():
+            self.set_name(run_id, "")
         for derived in (self.root / "embeddings").glob(f"*{run_id}-*"):
             with contextlib.suppress(OSError):
                 derived.unlink()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from ui import text as _text
 from ui.text import LANGUAGES
@@ -14,6 +16,24 @@ def lang() -> str:
 
 def t(key: str, **values) -> str:
     return _text.text(key, lang(), **values)
+
+
+def num(value, digits: int = 0) -> str:
+    """A number with the session language's separators (0.9012 / 0,9012); None: a dash."""
+    return _text.number(value, lang(), digits)
+
+
+def pct(value, digits: int = 1) -> str:
+    """A fraction as a percentage in the session's language (91.2% / 91,2 %)."""
+    return _text.percent(value, lang(), digits)
+
+
+def styled(frame: pd.DataFrame, digits: int = 4) -> Styler:
+    """A table as st.dataframe should show it: whole numbers without decimals (1,797 or
+    1.797), other numbers with ``digits`` decimals, both with the language's separators,
+    and a dash where a value is missing. The values stay numbers (columns sort as such)."""
+    language = lang()
+    return frame.style.format(lambda v: _text.cell(v, language, digits))
 
 
 def class_name(name: str) -> str:

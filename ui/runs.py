@@ -1,4 +1,9 @@
-"""Picking a stored run and what every page needs from it (model, data, predictions)."""
+"""Picking a stored run and what every page needs from it (model, data, predictions).
+
+The run a visitor picks on one page stays picked on the others: it is kept in the session
+and in the URL (``?run=``), so a refresh or a shared link opens it again. With nothing
+picked a page opens the visitor's own latest run, else the best Fashion-MNIST run.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,85 @@ import numpy as np
 import streamlit as st
 
 from core.config import DataConfig
-from ui.i18n import t
-from ui.state import dataset, store, stored_runs
-from ui.text import run_label
+from ui import text
+from ui.i18n import lang, t
+from ui.state import dataset, jobs, store, stored_runs, user
+
+CHOSEN = "run"  # the session's and the URL's key for the picked run
+DEFAULT_DATASET = "Fashion-MNIST"
 
 
-def pick_run(label: str, key: str) -> dict | None:
-    """A selectbox over the stored runs (the one in ?run= first); None when there are none."""
-    runs = stored_runs()
-    if not runs:
-        st.info(t("ev_no_runs"))
-        return None
+@st.cache_data(show_spinner=False, ttl=2)
+def names() -> dict[str, str]:
+    """The names people gave runs (re-read at most every 2 s)."""
+    return store().names()
+
+
+def label(meta: dict) -> str:
+    """A run's one-line label in the session's language, with its name when it has one."""
+    return text.run_label(meta, lang(), names().get(meta["run_id"]))
+
+
+def choose(run_id: str) -> None:
+    """Make ``run_id`` the picked run on every page (and in the URL)."""
+    st.session_state[CHOSEN] = run_id
+    st.query_params[CHOSEN] = run_id
+
+
+def chosen() -> str | None:
+    """The run picked on any page (this session's choice, else the URL's)."""
+    return st.session_state.get(CHOSEN) or st.query_params.get(CHOSEN)
+
+
+def own_latest(ids: list[str]) -> str | None:
+    """The newest of ``ids`` that one of this visitor's jobs produced."""
+    mine = {job.run_id for job in jobs().jobs(user()) if job.run_id}
+    return next((i for i in ids if i in mine), None)  # ids: newest first
+
+
+def best_of(runs: list[dict], dataset_name: str = DEFAULT_DATASET) -> str | None:
+    """The run of ``dataset_name`` with the best test accuracy."""
+    scored = [m for m in runs if m["dataset"]["name"] == dataset_name and "accuracy" in m["test"]]
+    return max(scored, key=lambda m: m["test"]["accuracy"])["run_id"] if scored else None
+
+
+def default_run(runs: list[dict]) -> str:
+    """What a page opens on: the picked run, the visitor's own latest, the best
+    Fashion-MNIST run, else the newest (``runs`` newest first, not empty)."""
     ids = [m["run_id"] for m in runs]
-    wanted = st.query_params.get("run")
-    index = ids.index(wanted) if wanted in ids else 0
-    run_id = st.selectbox(label, ids, index=index, key=key,
-                          format_func=lambda i: run_label(runs[ids.index(i)]))  # fmt: skip
-    st.query_params["run"] = run_id
-    return runs[ids.index(run_id)]
+    if (picked := chosen()) in ids:
+        return picked
+    return own_latest(ids) or best_of(runs) or ids[0]
+
+
+def _follow(key: str, wanted: str) -> None:
+    """Open the selectbox ``key`` on ``wanted`` when it was picked elsewhere (a widget's
+    own state would otherwise keep an older pick)."""
+    if st.session_state.get(key) != wanted:
+        st.session_state[key] = wanted
+
+
+def pick_run(label_text: str, key: str, task: str = "classify", help: str | None = None,
+             empty: str = "ev_no_runs") -> dict | None:  # fmt: skip
+    """A selectbox over the stored runs of ``task``, opened on ``default_run``. A classifier
+    picked here becomes every page's pick; an autoencoder stays this page's. None (with the
+    ``empty`` message) when there are none."""
+    runs = stored_runs(task)
+    if not runs:
+        st.info(t(empty))
+        return None
+    by_id = {m["run_id"]: m for m in runs}
+    shared = task == "classify"
+    if shared:
+        _follow(key, default_run(runs))
+    elif st.session_state.get(key) not in by_id:
+        st.session_state[key] = own_latest(list(by_id)) or runs[0]["run_id"]
+    run_id = st.selectbox(label_text, list(by_id), key=key, help=help,
+                          format_func=lambda i: label(by_id[i]),
+                          on_change=(lambda: choose(st.session_state[key])) if shared else None)  # fmt: skip
+    if shared:
+        choose(run_id)  # the first view's default is kept too: the URL names what is shown
+    return by_id[run_id]
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -45,10 +45,46 @@ def class_name(name: str, lang: str) -> str:
     return CLASS_NAMES_ES.get(name, name) if lang == "es" else name
 
 
-def run_label(meta: dict) -> str:
-    """One line naming a stored run: model · dataset · test accuracy (or MSE for an
-    autoencoder) · epochs · id."""
+DASH = "—"  # what a table or a label shows for a value that does not exist
+SEPARATORS = {"en": (",", "."), "es": (".", ",")}  # (thousands, decimal)
+
+
+def number(value, lang: str, digits: int = 0) -> str:
+    """``value`` written as ``lang`` writes numbers: 60,000 / 0.9012 in English, 60.000 /
+    0,9012 in Spanish; None (or NaN) as a dash."""
+    if value is None or value != value:
+        return DASH
+    thousands, decimal = SEPARATORS[lang]
+    english = f"{value:,.{digits}f}"
+    return english.translate({ord(","): thousands, ord("."): decimal})
+
+
+def cell(value, lang: str, digits: int = 4) -> str:
+    """One table cell: text as it is, a whole number without decimals, any other number
+    with ``digits`` decimals, a missing value as a dash."""
+    if value is None or isinstance(value, bool | str):
+        return DASH if value is None else str(value)
+    try:
+        number_ = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    whole = number_.is_integer() and abs(number_) >= 1
+    return number(number_, lang, 0 if whole else digits)
+
+
+def percent(value, lang: str, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.9123 -> 91.2% (91,2 % in Spanish)."""
+    if value is None or value != value:
+        return DASH
+    return number(100 * value, lang, digits) + ("\u00a0%" if lang == "es" else "%")
+
+
+def run_label(meta: dict, lang: str = "en", name: str | None = None) -> str:
+    """One line naming a stored run: its name (when someone gave it one) · model · dataset ·
+    test accuracy (or MSE for an autoencoder) · epochs · id."""
     test = meta["test"]
-    score = f"mse {test['mse']:.4f}" if "mse" in test else f"acc {test['accuracy']:.3f}"
-    return (f"{meta['model']} · {meta['dataset']['name']} · {score} · "
-            f"{len(meta['history']['epoch'])} ep · {meta['run_id'][:6]}")  # fmt: skip
+    score = (f"mse {number(test['mse'], lang, 4)}" if "mse" in test
+             else f"{text('acc_short', lang)} {number(test['accuracy'], lang, 3)}")  # fmt: skip
+    parts = [meta["model"], meta["dataset"]["name"], score,
+             f"{len(meta['history']['epoch'])} {text('epochs_short', lang)}", meta["run_id"][:6]]
+    return " · ".join([name, *parts] if name else parts)  # fmt: skip
