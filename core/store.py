@@ -218,7 +218,9 @@ class Store:
             names = json.loads((self.root / NAMES).read_text())
         except (OSError, ValueError):
             return {}
-        return {k: v for k, v in names.items() if isinstance(v, str)} if isinstance(names, dict) else {}
+        if not isinstance(names, dict):
+            return {}
+        return {k: v for k, v in names.items() if isinstance(v, str)}
 
     # -- writing ---------------------------------------------------------------------------
     def set_name(self, run_id: str, name: str) -> str:

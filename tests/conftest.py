@@ -113,6 +113,14 @@ def open_page(name: str, monkeypatch, root: Path, lang: str = "en", timeout: flo
     return at.run()
 
 
+def widget(at, kind: str, label: str):
+    """The Train page's widget of ``kind`` ("number_input", "slider", ...) labelled
+    ``label``: its keys change with each new form, its labels do not."""
+    found = [w for w in getattr(at, kind) if w.label == label]
+    assert len(found) == 1, (label, [w.label for w in getattr(at, kind)])
+    return found[0]
+
+
 def run_core(*args: str, timeout: float = 300, env: dict | None = None):
     """Run ``python -m core ARGS`` from the repository root; returns the CompletedProcess.
 

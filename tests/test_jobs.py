@@ -19,7 +19,7 @@ import pytest
 from core import UserError
 from core.jobs import REQUEUED, JobQueue, QueueFull, fair_order
 from core.store import Store
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, widget
 
 # Long enough to be caught running (about 10-20 s of digits), short enough to finish.
 LONG = replace(TINY, data=replace(TINY.data, train_limit=None),
@@ -290,7 +290,7 @@ def test_the_train_page_says_when_a_student_has_too_many_runs(tmp_path, monkeypa
     at.query_params["user"] = owner
     at.run()
     at.selectbox(key="train_dataset").set_value("digits")
-    at.number_input(key="—_cnn_bn_builtin_epochs").set_value(1)
+    widget(at, "number_input", "Epochs").set_value(1)
     at.run()
     next(b for b in at.button if b.label == "Start").click().run()
     assert not at.exception, [e.value for e in at.exception]

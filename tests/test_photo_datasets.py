@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from conftest import open_page
+from conftest import open_page, widget
 from test_backbone import write_photos
 
 from core import UserError
@@ -70,19 +70,19 @@ def test_train_page_trains_a_backbone_on_an_offered_folder(tmp_path, monkeypatch
     write_photos(tmp_path / "class" / "bugs")
     monkeypatch.setenv(photo_sets.ENV_FOLDERS, str(tmp_path / "class"))
     at = open_page("train", monkeypatch, tmp_path / "store")
-    at.selectbox(key="—_model").set_value("efficientnet_lite0").run()
+    widget(at, "selectbox", "Model").set_value("efficientnet_lite0").run()
     # The backbone's recipe fills the form, and its own options appear; on Fashion-MNIST's
     # 28-pixel images without the photos' 16-pixel shift.
-    assert at.number_input(key="—_efficientnet_lite0_builtin_epochs").value == 8
-    assert at.selectbox(key="—_efficientnet_lite0_builtin_tune").value == "frozen"
-    assert at.slider(key="—_efficientnet_lite0_builtin_jitter").value == 0
+    assert widget(at, "number_input", "Epochs").value == 8
+    assert widget(at, "selectbox", "What trains").value == "frozen"
+    assert widget(at, "slider", "Random shift (pixels)").value == 0
     at.selectbox(key="train_dataset").set_value(str((tmp_path / "class" / "bugs").resolve()))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("bugs: 16 images in 2 classes" in c.value for c in at.caption)
-    assert at.slider(key="—_efficientnet_lite0_photos_jitter").value == 16
-    assert at.checkbox(key="—_efficientnet_lite0_photos_over").value  # balances if need be
-    at.number_input(key="—_efficientnet_lite0_photos_epochs").set_value(1).run()
+    assert widget(at, "slider", "Random shift (pixels)").value == 16
+    assert widget(at, "checkbox", "Balance classes (oversample)").value  # balances if need be
+    widget(at, "number_input", "Epochs").set_value(1).run()
     next(b for b in at.button if b.label == "Start").click().run()
     from ui.state import jobs
 

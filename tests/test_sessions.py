@@ -11,7 +11,7 @@ import re
 
 import pytest
 import streamlit as st
-from conftest import ROOT
+from conftest import ROOT, widget
 from streamlit.testing.v1 import AppTest
 
 SESSIONS = 30
@@ -38,8 +38,8 @@ def start_digits_run(seed: int) -> AppTest:
     at = AppTest.from_file(TRAIN, default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     at.selectbox(key="train_dataset").set_value("digits")
-    at.number_input(key="—_cnn_bn_builtin_epochs").set_value(200)
-    at.number_input(key="—_cnn_bn_builtin_seed").set_value(seed)
+    widget(at, "number_input", "Epochs").set_value(200)
+    widget(at, "number_input", "Seed").set_value(seed)
     at.run()
     next(b for b in at.button if b.label == "Start").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -36,6 +36,29 @@ def styled(frame: pd.DataFrame, digits: int = 4) -> Styler:
     return frame.style.format(lambda v: _text.cell(v, language, digits))
 
 
+def described(key: str, english: str) -> str:
+    """A text core writes in English (a model's or a preset's summary, a paper's table):
+    as it is in English, its translation (``key`` in the catalogue) in Spanish."""
+    return english if lang() == "en" else _text.text(key, lang())
+
+
+def model_summary(name: str) -> str:
+    from core import models
+
+    return described(f"model_{name}", models.get(name).summary)
+
+
+def preset_summary(name: str) -> str:
+    from core import presets
+
+    return described(f"preset_{name}", presets.get(name).summary)
+
+
+def paper_source(source: str) -> str:
+    """Where a seed paper reported a number ("seed 000, Table 1"), in the session's language."""
+    return _text.paper_source(source, lang())
+
+
 def class_name(name: str) -> str:
     return _text.class_name(name, lang())
 

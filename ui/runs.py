@@ -84,9 +84,9 @@ def pick_run(label_text: str, key: str, task: str = "classify", help: str | None
         _follow(key, default_run(runs))
     elif st.session_state.get(key) not in by_id:
         st.session_state[key] = own_latest(list(by_id)) or runs[0]["run_id"]
-    run_id = st.selectbox(label_text, list(by_id), key=key, help=help,
-                          format_func=lambda i: label(by_id[i]),
-                          on_change=(lambda: choose(st.session_state[key])) if shared else None)  # fmt: skip
+    picked = (lambda: choose(st.session_state[key])) if shared else None
+    run_id = st.selectbox(label_text, list(by_id), key=key, help=help, on_change=picked,
+                          format_func=lambda i: label(by_id[i]))  # fmt: skip
     if shared:
         choose(run_id)  # the first view's default is kept too: the URL names what is shown
     return by_id[run_id]

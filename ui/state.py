@@ -80,6 +80,9 @@ def user() -> str:
     return st.session_state.user
 
 
+LOAD = "tr_load"  # a config for the Train page's form to show (set by Home's Run)
+
+
 def start(cfg, key: str = "job") -> None:
     """Show a stored run at once, else queue a job for it and keep its id in the URL.
 

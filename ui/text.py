@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 LANGUAGES = {"en": "English", "es": "Español"}
@@ -38,6 +39,18 @@ def text(key: str, lang: str, **values) -> str:
     """The text of ``key`` in ``lang`` ("en" or "es"), with ``values`` filled in."""
     words = table()[key][lang]
     return words.format(**values) if values else words
+
+
+def paper_source(source: str, lang: str) -> str:
+    """Where a seed paper reported a number, in ``lang``: its words ("seed", "Table",
+    "section", ...) are the catalogue's ``src_*`` entries, longest first."""
+    if lang == "en":
+        return source
+    words = sorted((v for k, v in table().items() if k.startswith("src_")),
+                   key=lambda v: -len(v["en"]))  # fmt: skip
+    for word in words:
+        source = re.sub(rf"\b{re.escape(word['en'])}\b", word[lang], source)
+    return source
 
 
 def class_name(name: str, lang: str) -> str:
@@ -85,6 +98,11 @@ def run_label(meta: dict, lang: str = "en", name: str | None = None) -> str:
     test = meta["test"]
     score = (f"mse {number(test['mse'], lang, 4)}" if "mse" in test
              else f"{text('acc_short', lang)} {number(test['accuracy'], lang, 3)}")  # fmt: skip
-    parts = [meta["model"], meta["dataset"]["name"], score,
-             f"{len(meta['history']['epoch'])} {text('epochs_short', lang)}", meta["run_id"][:6]]
+    parts = [
+        meta["model"],
+        meta["dataset"]["name"],
+        score,
+        f"{len(meta['history']['epoch'])} {text('epochs_short', lang)}",
+        meta["run_id"][:6],
+    ]
     return " · ".join([name, *parts] if name else parts)  # fmt: skip

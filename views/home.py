@@ -5,13 +5,16 @@ make run        # or: streamlit run app.py
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import models, presets
-from ui.i18n import class_name, t
-from ui.state import dataset, start, stored_runs
+from ui.i18n import class_name, model_summary, num, paper_source, preset_summary, styled, t
+from ui.runs import names
+from ui.state import LOAD, dataset, start, stored_runs
 
 SAMPLES_PER_CLASS = 12
 
@@ -33,20 +36,30 @@ def sample_strip(images: np.ndarray) -> np.ndarray:
     return strip
 
 
+def source_text(note: str) -> str:
+    """core.data's English note on where the images came from, in the page's language."""
+    if note == "scikit-learn's bundled digits":
+        return t("source_digits")
+    if match := re.fullmatch(r"from (.+?)(?: \((\d+) non-image files skipped\))?", note):
+        where = t("source_from", path=match[1])
+        return where + (t("source_skipped", n=num(int(match[2]))) if match[2] else "")
+    return note
+
+
 def dataset_section(data) -> None:
     st.header(t("dataset"))
     st.write(
         t(
             "dataset_summary",
             name=data.name,
-            train=f"{len(data.y_train):,}",
-            val=f"{len(data.y_val):,}",
-            test=f"{len(data.y_test):,}",
+            train=num(len(data.y_train)),
+            val=num(len(data.y_val)),
+            test=num(len(data.y_test)),
             size=data.size,
             classes=data.num_classes,
         )
     )
-    st.caption(t("source", source=data.source))
+    st.caption(t("source", source=source_text(data.source)))
     grid, balance = st.columns([3, 2])
     with grid:
         st.subheader(t("samples"))
@@ -65,14 +78,9 @@ def dataset_section(data) -> None:
 
 def models_section() -> None:
     st.header(t("models"))
-    rows = registry_rows()
-    st.dataframe(
-        pd.DataFrame(rows).rename(
-            columns={"name": t("model"), "summary": t("what"), "params": t("parameters")}
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    rows = [{t("model"): r["name"], t("what"): model_summary(r["name"]),
+             t("parameters"): r["params"]} for r in registry_rows()]  # fmt: skip
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, width="stretch")
     presets_section()
 
 
@@ -83,10 +91,12 @@ def presets_section() -> None:
         c1, c2, c3 = st.columns([1, 5, 2])
         if c1.button(t("run_preset"), key=f"preset_{p.name}", help=t("run_preset_help")):
             start(p.config)
+            st.session_state[LOAD] = p.config  # the Train page's form shows the preset
             st.switch_page("views/train.py")
-        c2.markdown(f"**{p.name}** · `{p.config.model.name}` — {p.summary}")
+        c2.markdown(f"**{p.name}** · `{p.config.model.name}` — {preset_summary(p.name)}")
         if p.paper:
-            c3.caption(t("paper_said", source=p.paper["source"], acc=f"{p.paper['accuracy']:.4f}"))
+            c3.caption(t("paper_said", source=paper_source(p.paper["source"]),
+                         acc=num(p.paper["accuracy"], 4)))  # fmt: skip
 
 
 def runs_section() -> None:
@@ -95,23 +105,20 @@ def runs_section() -> None:
     if not runs:
         st.info(t("ev_no_runs"))
         return
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "run": m["run_id"][:8],
-                    t("model"): m["model"],
-                    t("accuracy"): round(m["test"]["accuracy"], 4),
-                    t("macro_f1"): round(m["test"]["macro_f1"], 4),
-                    t("epochs"): len(m["history"]["epoch"]),
-                    t("seconds"): round(m["wall_seconds"], 1),
-                }
-                for m in runs
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
-    )
+    named = names()
+    rows = [
+        {
+            t("run_name"): named.get(m["run_id"], m["run_id"][:8]),
+            t("model"): m["model"],
+            t("dataset_column"): m["dataset"]["name"],
+            t("accuracy"): m["test"]["accuracy"],
+            t("macro_f1"): m["test"]["macro_f1"],
+            t("epochs"): len(m["history"]["epoch"]),
+            t("seconds"): round(m["wall_seconds"], 1),
+        }
+        for m in runs
+    ]
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, width="stretch")
 
 
 def main() -> None:

@@ -2,50 +2,110 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core import UserError, models, presets, recipes
-from core.config import TUNE_MODES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_sizes
+from core.config import (
+    MAX_EPOCHS,
+    MAX_PATIENCE,
+    MAX_SEED,
+    TUNE_MODES,
+    ModelConfig,
+    RunConfig,
+    parse_sizes,
+)
 from core.data import BUILTIN
+from core.store import MAX_NAME
 from ui import datasets as photo_sets
 from ui.charts import curves
-from ui.i18n import t
-from ui.state import jobs, restart_note, show_job, start, store, user
+from ui.i18n import lang, num, pct, preset_summary, t
+from ui.runs import choose, names
+from ui.state import LOAD, jobs, restart_note, show_job, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0, 1e4]
+# 10 is far enough to watch a run diverge (the help says so); beyond it nothing new is seen.
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
+PENALTIES = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]  # L1 / L2 weights offered (0: off)
 CUSTOM = "—"
+PRESET, BASE, FORM = "tr_preset", "tr_base", "tr_form"  # session keys of the form's state
+
+
+def _base() -> RunConfig:
+    """The config the form's widgets start from: a preset's, a loaded run's, or the
+    default model with its recipe."""
+    if BASE not in st.session_state:
+        st.session_state[BASE] = recipes.with_recipe(RunConfig(), RunConfig().model.name,
+                                                     RunConfig().data.dataset)  # fmt: skip
+    return st.session_state[BASE]
+
+
+def _reset(base: RunConfig) -> None:
+    """Start the form again from ``base``: every widget gets a new key, so its value is
+    ``base``'s and not what it held before."""
+    st.session_state[BASE] = base
+    st.session_state[FORM] = st.session_state.get(FORM, 0) + 1
+
+
+def load_form(cfg: RunConfig) -> None:
+    """Show ``cfg`` in the form (Home's Run, a reattached job, a run's Show): its preset
+    when it is one, else "my own settings" holding its values."""
+    st.session_state[PRESET] = next((n for n, p in presets.PRESETS.items() if p.config == cfg),
+                                    CUSTOM)  # fmt: skip
+    st.session_state["train_dataset"] = cfg.data.dataset
+    _reset(cfg)
+
+
+def _preset_picked() -> None:
+    name = st.session_state[PRESET]
+    if name != CUSTOM:
+        _reset(presets.get(name).config)
+    else:
+        base = RunConfig(data=_base().data)
+        _reset(recipes.with_recipe(base, base.model.name, base.data.dataset))
+
+
+def _model_picked(key: str) -> None:
+    """Another model: its own options, and its recipe when the form is not a preset's."""
+    base, name = _base(), st.session_state[key]
+    base = replace(base, model=ModelConfig(name))
+    if st.session_state.get(PRESET, CUSTOM) == CUSTOM:
+        base = recipes.with_recipe(base, name, base.data.dataset)
+    _reset(base)
 
 
 def options_ui() -> RunConfig:
     """Every trainer option, each with a 'what this does' help; returns the RunConfig."""
     names = [CUSTOM, *presets.PRESETS]
     labels = {n: _preset_label(n) for n in names}
-    preset = st.selectbox(t("tr_start_from"), names, format_func=labels.get,
-                          help=t("tr_help_preset"))  # fmt: skip
-    base = presets.get(preset).config if preset != CUSTOM else RunConfig()
+    st.selectbox(t("tr_start_from"), names, format_func=labels.get, key=PRESET,
+                 help=t("tr_help_preset"), on_change=_preset_picked)  # fmt: skip
+    base = _base()
     model_names = [e.name for e in models.list_models()]
     c1, c2, c3 = st.columns(3)
     with c1:
+        form = st.session_state.get(FORM, 0)
         name = st.selectbox(t("tr_model"), model_names, index=model_names.index(base.model.name),
-                            help=t("tr_help_model"), key=f"{preset}_model")  # fmt: skip
+                            help=t("tr_help_model"), key=f"f{form}_model",
+                            on_change=_model_picked, args=(f"f{form}_model",))  # fmt: skip
         dataset = dataset_ui()
         photos = dataset not in BUILTIN
-        if preset == CUSTOM:  # a backbone starts from its own recipe (core.recipes)
-            base = recipes.with_recipe(base, name, dataset)
-        # Widget keys per preset, model and kind of data: a change resets the form to them.
-        k = f"{preset}_{name}_{'photos' if photos else 'builtin'}_"
-        defaults = models.get(name).defaults
-        epochs = st.number_input(t("tr_epochs"), 1, 200, base.train.epochs,
+        # Widget keys per form and kind of data: a new form or dataset kind resets them.
+        k = f"f{form}_{'photos' if photos else 'builtin'}_"
+        if k not in st.session_state.get("tr_kinds", ()):
+            st.session_state["tr_kinds"] = (k,)
+            if st.session_state.get(PRESET, CUSTOM) == CUSTOM:  # photos get their shift
+                base = st.session_state[BASE] = recipes.with_recipe(base, name, dataset)
+        epochs = st.number_input(t("tr_epochs"), 1, MAX_EPOCHS, base.train.epochs,
                                  help=t("tr_help_epochs"), key=k + "epochs")  # fmt: skip
-        batch = st.select_slider(t("tr_batch"), BATCH_SIZES, base.train.batch_size,
+        batch = st.select_slider(t("tr_batch"), _with(BATCH_SIZES, base.train.batch_size),
+                                 base.train.batch_size,
                                  help=t("tr_help_batch"), key=k + "batch")  # fmt: skip
-        lr = st.select_slider(t("tr_lr"), LEARNING_RATES, _nearest(base.train.lr),
-                              format_func=lambda v: f"{v:g}", help=t("tr_help_lr"),
-                              key=k + "lr")  # fmt: skip
+        lr = st.select_slider(t("tr_lr"), _with(LEARNING_RATES, base.train.lr), base.train.lr,
+                              format_func=_decimal, help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
     with c2:
         optimizer = st.selectbox(t("tr_optimizer"), ["adamw", "adam", "sgd"],
                                  index=["adamw", "adam", "sgd"].index(base.train.optimizer),
@@ -56,46 +116,56 @@ def options_ui() -> RunConfig:
                                 index=schedules.index(base.train.schedule),
                                 format_func=labels.get, help=t("tr_help_schedule"),
                                 key=k + "sched")  # fmt: skip
-        early = st.number_input(t("tr_early"), 0, 50, base.train.early_stopping,
+        early = st.number_input(t("tr_early"), 0, MAX_PATIENCE, base.train.early_stopping,
                                 help=t("tr_help_early"), key=k + "early")  # fmt: skip
-        seed = st.number_input(t("tr_seed"), 0, 10_000, base.train.seed,
+        seed = st.number_input(t("tr_seed"), 0, MAX_SEED, base.train.seed,
                                help=t("tr_help_seed"), key=k + "seed")  # fmt: skip
-        smoothing = st.slider(t("tr_smoothing"), 0.0, 0.3, base.train.label_smoothing, 0.05,
+        smoothing = st.slider(t("tr_smoothing"), 0.0, max(0.3, base.train.label_smoothing),
+                              base.train.label_smoothing, 0.05,
                               help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
     with c3:
-        model_options = model_options_ui(defaults, k)
-        l1 = st.number_input(t("tr_l1"), 0.0, 1.0, base.train.l1, format="%.0e",
-                             step=1e-5, help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
-        l2 = st.number_input(t("tr_l2"), 0.0, 1.0, base.train.l2, format="%.0e",
-                             step=1e-4, help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
-        jitter = st.slider(t("tr_jitter"), 0, 32 if photos else 4, base.train.jitter,
+        model_options = model_options_ui(name, base.model, k)
+        off = t("tr_off")
+        l1 = st.select_slider(t("tr_l1"), _with(PENALTIES, base.train.l1), base.train.l1,
+                              format_func=lambda v: _decimal(v) if v else off,
+                              help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
+        l2 = st.select_slider(t("tr_l2"), _with(PENALTIES, base.train.l2), base.train.l2,
+                              format_func=lambda v: _decimal(v) if v else off,
+                              help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
+        most = max(32 if photos else 4, base.train.jitter)
+        jitter = st.slider(t("tr_jitter"), 0, most, base.train.jitter,
                            help=t("tr_help_jitter"), key=k + "jitter")  # fmt: skip
         hflip = st.checkbox(t("tr_hflip"), base.train.hflip, help=t("tr_help_hflip"),
                             key=k + "hflip")  # fmt: skip
         oversample = st.checkbox(t("tr_oversample"), base.train.oversample,
                                  help=t("tr_help_oversample"), key=k + "over")  # fmt: skip
-    cfg = RunConfig(
-        data=DataConfig(dataset=dataset),
-        model=ModelConfig(name, **model_options),
-        train=TrainConfig(
-            epochs=int(epochs), batch_size=batch, lr=lr, optimizer=optimizer,
+    # Only the fields the form shows change: a loaded run keeps the rest (momentum, ...).
+    cfg = replace(
+        base,
+        data=replace(base.data, dataset=dataset),
+        model=replace(base.model, name=name, **model_options),
+        train=replace(
+            base.train, epochs=int(epochs), batch_size=batch, lr=lr, optimizer=optimizer,
             schedule=schedule, early_stopping=int(early), seed=int(seed),
             label_smoothing=smoothing, l1=l1, l2=l2, jitter=jitter, hflip=hflip,
-            oversample=oversample, weight_decay=base.train.weight_decay,
+            oversample=oversample,
         ),
     )  # fmt: skip
     return recipes.sized_for(cfg)
 
 
-def model_options_ui(defaults: dict, k: str) -> dict:
+def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
     """The options the picked model reads (dropout; hidden sizes; a backbone's mode and
-    resolution), as ModelConfig fields."""
+    resolution), as ModelConfig fields, starting from ``model``'s (else the registry's)."""
+    defaults = models.get(name).defaults
+    start = {f: getattr(model, f) if getattr(model, f, None) is not None else v
+             for f, v in defaults.items()}  # fmt: skip
     options: dict = {}
     if "dropout" in defaults:
-        options["dropout"] = st.slider(t("tr_dropout"), 0.0, 0.9, float(defaults["dropout"]),
+        options["dropout"] = st.slider(t("tr_dropout"), 0.0, 0.9, float(start["dropout"]),
                                        0.05, help=t("tr_help_dropout"), key=k + "drop")  # fmt: skip
     if "hidden" in defaults:
-        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, defaults["hidden"])),
+        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, start["hidden"] or ())),
                                help=t("tr_help_hidden"), key=k + "hidden")  # fmt: skip
         try:
             options["hidden"] = parse_sizes(hidden) if hidden.strip() else None
@@ -104,15 +174,16 @@ def model_options_ui(defaults: dict, k: str) -> dict:
     if "tune" in defaults:
         labels = {m: t(f"tr_tune_{m}") for m in TUNE_MODES}
         options["tune"] = st.selectbox(t("tr_tune"), TUNE_MODES, format_func=labels.get,
-                                       index=TUNE_MODES.index(defaults["tune"]),
+                                       index=TUNE_MODES.index(start["tune"]),
                                        help=t("tr_help_tune"), key=k + "tune")  # fmt: skip
         auto = t("tr_auto")
         sides = [auto, 96, 128, 160, 192, 224, 256, 288, 320]
         side = st.selectbox(t("tr_resolution"), sides, help=t("tr_help_resolution"),
+                            index=sides.index(model.resolution) if model.resolution in sides else 0,
                             key=k + "res")  # fmt: skip
         options["resolution"] = None if side == auto else int(side)
     # A model default stays unset, as the command line leaves it: one run key for both.
-    return {k: None if v == defaults.get(k) else v for k, v in options.items()}
+    return {f: None if v == defaults.get(f) else v for f, v in options.items()}
 
 
 def dataset_ui(key: str = "train_dataset") -> str:
@@ -173,11 +244,17 @@ def balance_view(path: str) -> None:
 
 
 def _preset_label(name: str) -> str:
-    return t("tr_custom") if name == CUSTOM else f"{name} — {presets.get(name).summary}"
+    return t("tr_custom") if name == CUSTOM else f"{name} — {preset_summary(name)}"
 
 
-def _nearest(lr: float) -> float:
-    return min(LEARNING_RATES, key=lambda v: abs(v - lr))
+def _with(values: list, value) -> list:
+    """The choices ``values`` and ``value`` (a loaded run's may be none of them), in order."""
+    return sorted({*values, value})
+
+
+def _decimal(value: float) -> str:
+    """A rate as people write it: 0.001, 1e-05 (short), 10; in the page's language."""
+    return f"{value:g}".replace(".", "," if lang() == "es" else ".")
 
 
 def current_job():
@@ -185,13 +262,44 @@ def current_job():
     return jobs().get(job_id, user()) if job_id else None
 
 
+def finished_ui(run_id: str, key: str) -> None:
+    """What a finished run scored, and the way to its mistakes; it becomes the run every
+    page opens on."""
+    meta = store().meta(run_id)
+    if meta is None:
+        return
+    choose(run_id)
+    test = meta["test"]
+    score = (t("tr_score_mse", mse=num(test["mse"], 4)) if "mse" in test else
+             t("tr_score", acc=pct(test["accuracy"]), f1=num(test["macro_f1"], 3)))  # fmt: skip
+    st.success(score)
+    if "accuracy" in test:
+        st.page_link("views/evaluate.py", label=t("tr_open_evaluate"), icon=":material/fact_check:")
+    name = st.text_input(t("tr_name"), names().get(run_id, ""), max_chars=MAX_NAME,
+                         help=t("tr_help_name"), key=f"{key}_name_{run_id}")  # fmt: skip
+    if name != names().get(run_id, ""):
+        store().set_name(run_id, name)
+        names.clear()
+
+
 def stored_view(run_id: str) -> None:
     meta = store().meta(run_id)
     if meta is None:
         return
-    st.success(t("tr_in_store", acc=f"{meta['test']['accuracy']:.4f}"))
+    st.info(t("tr_in_store"))
+    finished_ui(run_id, "stored")
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="stored_curves")  # fmt: skip
+
+
+def partial_epoch(history: dict, progress: dict) -> dict:
+    """A run stopped part-way into an epoch: its last point sits where it stopped (2.14,
+    not 3), since that epoch's training saw only part of the images."""
+    epochs = history.get("epoch") or []
+    batch, batches = progress.get("batch", 0), progress.get("batches", 0)
+    if not epochs or not batches or batch >= batches or progress.get("epoch") != epochs[-1]:
+        return history
+    return {**history, "epoch": [*epochs[:-1], epochs[-1] - 1 + batch / batches]}
 
 
 def job_view(job_id: str) -> None:
@@ -201,7 +309,7 @@ def job_view(job_id: str) -> None:
         st.warning(t("tr_job_gone"))
         return
     snap = job.snapshot()
-    state, progress = snap["state"], snap["progress"]
+    state, progress, history = snap["state"], snap["progress"], snap["history"]
     if state == "queued":
         st.info(t("tr_queued", place=jobs().position(job_id)))
     elif state == "waiting":
@@ -213,19 +321,21 @@ def job_view(job_id: str) -> None:
             progress["epochs"] * progress["batches"])  # fmt: skip
         st.progress(min(done, 1.0), text=t(
             "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
-            speed=f"{progress['images_per_second']:,.0f}", eta=f"{progress['eta']:.0f}",
-            loss=f"{progress['loss']:.3f}"))  # fmt: skip
+            speed=num(progress["images_per_second"]), eta=num(progress["eta"]),
+            loss=num(progress["loss"], 3)))  # fmt: skip
     elif state == "done":
-        st.success(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
+        st.info(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
+        finished_ui(snap["run_id"], job_id)
     elif state == "diverged":
         st.error(t("tr_diverged", why=snap["message"]))
     elif state in ("stopped", "failed"):
         st.warning(t(f"tr_{state}", why=snap["message"]))
+        history = partial_epoch(history, progress)
     restart_note(snap)
-    if state not in ("diverged", "failed") or snap["history"]:
+    if state not in ("diverged", "failed") or history:
         # Drawn from the start (empty axes while queued): the chart is in place, and its
         # first points appear in the same spot as soon as the run reports them.
-        st.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"live_{job_id}")
+        st.plotly_chart(curves(history, progress.get("batches")), key=f"live_{job_id}")
 
 
 def my_jobs_ui() -> None:
@@ -236,38 +346,54 @@ def my_jobs_ui() -> None:
         for job in mine:
             c1, c2 = st.columns([4, 1])
             c1.write(f"`{job.id}` · {job.cfg.model.name} · {t('tr_state_' + job.state)}")
-            if c2.button(t("tr_show"), key=f"show_{job.id}"):
-                st.session_state.job = job.id
-                st.query_params["job"] = job.id
-                st.rerun()
+            c2.button(t("tr_show"), key=f"show_{job.id}", on_click=show, args=(job,))
+
+
+def show(job) -> None:
+    """Make ``job`` the page's: its curves, and its settings in the form."""
+    st.session_state.job = job.id
+    st.session_state.pop("stored", None)
+    st.query_params["job"] = job.id
+    load_form(job.cfg)
 
 
 def main() -> None:
     st.title(t("tr_title"))
     st.caption(t("tr_intro"))
-    try:
-        cfg = options_ui()
-    except UserError as e:
-        st.error(str(e))
-        return
-    c1, c2, _ = st.columns([1, 1, 4])
+    if (loaded := st.session_state.pop(LOAD, None)) is not None:  # Home's Run
+        load_form(loaded)
     job = current_job()
-    running = job is not None and not job.is_final
-    if c1.button(t("tr_start"), type="primary", disabled=running):
+    if job is not None and BASE not in st.session_state:  # a refresh, or a link: its form
+        show(job)
+    # The run's buttons and curves come first, the settings below: after Start the curves
+    # are in view without scrolling.
+    top, settings = st.container(), st.container()
+    with settings:
+        st.subheader(t("tr_settings"))
         try:
-            start(cfg)
+            cfg = options_ui()
         except UserError as e:
             st.error(str(e))
-        job = current_job()
+            cfg = None
+    with top:
         running = job is not None and not job.is_final
-    if running and c2.button(t("tr_stop")):
-        jobs().stop(job.id, user())
-    if st.session_state.get("stored") and job is None:
-        stored_view(st.session_state.stored)
-    elif job is not None:
-        show_job(job, job_view)
-    else:  # the empty chart: its curves will grow here (and the chart code is loaded now)
-        st.caption(t("tr_curves_here"))
+        c1, c2, _ = st.columns([1, 1, 4])
+        if c1.button(t("tr_start"), type="primary", disabled=running or cfg is None):
+            try:
+                start(cfg)
+            except UserError as e:
+                st.error(str(e))
+            else:
+                st.rerun()  # drawn again with Start disabled while the run is live
+        if running and c2.button(t("tr_stop")):
+            jobs().stop(job.id, user())
+        if st.session_state.get("stored") and job is None:
+            stored_view(st.session_state.stored)
+        elif job is not None:
+            show_job(job, job_view)
+        else:
+            st.caption(t("tr_curves_here"))
+    if job is None and not st.session_state.get("stored"):  # the chart code loads meanwhile
         st.plotly_chart(curves({}), key="empty_curves")
     my_jobs_ui()
 
