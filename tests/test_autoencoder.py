@@ -267,3 +267,35 @@ def test_the_page_trains_an_autoencoder_and_shows_its_reconstructions(monkeypatc
     finally:
         queue.shutdown()
     assert math.isfinite(Store(tmp_path).meta(job.run_id)["test"]["mse"])
+
+
+def test_the_tables_say_which_runs_fill_them_and_mark_the_papers_typo(monkeypatch, tmp_path):
+    """The "ours" cells count only runs of exactly the chosen epochs, and the page says so
+    and where others are; Table 2's 0.200 for p = 0.05 is marked, not drawn as a spike."""
+    recipe = seed001.autoencoder
+    small = DataConfig(dataset="digits", val_size=100, train_limit=256)
+
+    def on_small_digits(*args, **kwargs):  # the tables' runs, on a small dataset
+        if len(args) < 6:
+            kwargs["data"] = kwargs.get("data") or small
+        return recipe(*args, **kwargs)
+
+    monkeypatch.setattr(seed001, "autoencoder", on_small_digits)
+    store = Store(tmp_path)
+    stored(dict(seed001.sweep("p", 1))[0.1], store)  # one cell of Table 2, at 1 epoch
+    at = page(monkeypatch, tmp_path)
+    captions = " ".join(c.value for c in at.caption)
+    assert "0 of 13 are" in captions and "at 1 epochs" in captions, captions
+    at.number_input(key="ae_sweep_epochs").set_value(1).run()
+    captions = " ".join(c.value for c in at.caption)
+    # Table 2's p = 0.1 is also the appendix's pooled setting: one run, two cells.
+    assert "2 of 13 are" in captions and "at 1 epochs" not in captions, captions
+    table_2 = next(f.value for f in at.dataframe if "p" in f.value.columns)
+    assert table_2["ours"].notna().tolist() == [False, True, False, False]
+    assert "the paper prints 0.200" in captions and "most likely a misplaced digit" in captions
+    chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                 if "ae_chart_p" in c.proto.id)  # fmt: skip
+    paper, ours, likely = chart["data"]
+    assert paper["y"][0] is None and paper["y"][1:] == [0.024, 0.031, 0.036]
+    assert likely["y"][0] == 0.020 and likely["marker"]["symbol"] == "circle-open"
+    assert ours["y"][1] is not None and ours["y"][0] is None

@@ -14,10 +14,10 @@ import streamlit as st
 from core import UserError, embed, seed001
 from core.config import DataConfig, from_dict
 from core.runs import resolve
-from ui.charts import confusion, curves
-from ui.i18n import class_name, t
+from ui.charts import confusion, curves, localized
+from ui.i18n import class_name, num, paper_source, styled, t
+from ui.runs import pick_run
 from ui.state import dataset, jobs, restart_note, show_job, start, store, stored_runs, user
-from ui.text import run_label
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 KEY = "ae_job"  # this page's job in the session and the URL (the Train page has "job")
@@ -32,10 +32,6 @@ MODE_COLORS = {"finetune": "#1f77b4", "frozen": "#ff7f0e", "random": "#7f7f7f"}
 def load(run_id: str):
     """(model, meta), once per server: a run id names fixed content."""
     return store().load_model(run_id)
-
-
-def number(fmt: str):
-    return st.column_config.NumberColumn(format=fmt)
 
 
 def pairs(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
@@ -66,7 +62,7 @@ def train_section() -> None:
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key="ae_dataset")
     latent = c[1].selectbox(t("ae_latent"), LATENTS, index=1, help=t("ae_latent_help"))
     dropout = c[2].slider(t("ae_dropout"), 0.0, 0.5, 0.1, 0.05, help=t("ae_dropout_help"))
-    lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func=lambda v: f"{v:g}")
+    lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func=lambda v: num(v, 4).rstrip("0"))
     epochs = c[4].number_input(t("ae_epochs"), 1, 30, 5, help=t("ae_epochs_help"))
     pooling = c[5].toggle(t("ae_pooling"), True, help=t("ae_pooling_help"))
     cfg = seed001.autoencoder(latent, dropout, lr, pooling, int(epochs), DataConfig(data))
@@ -92,9 +88,9 @@ def train_section() -> None:
 
 
 def mse_line(meta: dict) -> str:
-    line = t("ae_test_mse", mse=f"{meta['test']['mse']:.4f}")
+    line = t("ae_test_mse", mse=num(meta["test"]["mse"], 4))
     if found := seed001.paper_mse(meta["config"]):
-        line += " · " + t("ae_paper_mse", where=found[0], mse=f"{found[1]:.3f}")
+        line += " · " + t("ae_paper_mse", where=paper_source(found[0]), mse=num(found[1], 3))
     return line
 
 
@@ -123,8 +119,8 @@ def job_view(job_id: str) -> None:
             progress["epochs"] * progress["batches"])  # fmt: skip
         st.progress(min(done, 1.0), text=t(
             "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
-            speed=f"{progress['images_per_second']:,.0f}", eta=f"{progress['eta']:.0f}",
-            loss=f"{progress['loss']:.4f}"))  # fmt: skip
+            speed=num(progress["images_per_second"]), eta=num(progress["eta"]),
+            loss=num(progress["loss"], 4)))  # fmt: skip
     elif state == "done" and (meta := store().meta(snap["run_id"])):
         st.success(mse_line(meta))
     elif state in ("diverged", "stopped", "failed"):
@@ -150,8 +146,7 @@ def latent_section(runs: dict) -> None:
     if not runs:
         st.info(t("ae_no_runs"))
         return
-    run_id = st.selectbox(t("ae_run"), list(runs), format_func=lambda r: run_label(runs[r]),
-                          key="ae_map_run")  # fmt: skip
+    run_id = pick_run(t("ae_run"), "ae_map_run", task="reconstruct", empty="ae_no_runs")["run_id"]
     labels = {"pca": "PCA", "tsne": "t-SNE"}
     method = st.radio(t("ae_method"), list(labels), format_func=labels.__getitem__,
                       horizontal=True, key="ae_map_method")  # fmt: skip
@@ -226,6 +221,18 @@ def sweep_results_live(epochs: int) -> None:
         st.rerun()  # once more, without the timer
 
 
+def other_epochs(epochs: int) -> list[int]:
+    """The epoch counts (other than ``epochs``) at which stored runs fill some of the
+    tables' cells: the cells count only runs of exactly the chosen count."""
+    counts = {len(m["history"]["epoch"]) for m in stored_runs("reconstruct")}
+    found = []
+    for count in sorted(counts - {epochs}):
+        ids = {resolve(cfg, store())[1] for cfg in sweep_configs(count).values()}
+        if any(m["run_id"] in ids for m in stored_runs("reconstruct")):
+            found.append(count)
+    return found
+
+
 def draw_sweep(epochs: int) -> None:
     configs = sweep_configs(epochs)
     mine = {resolve(j.cfg, store())[1]: j for j in jobs().jobs(user()) if not j.is_final}
@@ -234,37 +241,61 @@ def draw_sweep(epochs: int) -> None:
         run_id = resolve(cfg, store())[1]
         meta = store().meta(run_id)
         ours[key] = meta["test"]["mse"] if meta else None
-        state[key] = t("ae_done") if meta else (t("tr_state_" + mine[run_id].state)
-                                                if run_id in mine else "—")  # fmt: skip
-    names = {"n": "n", "p": "p", "lr": "lr"}
+        waiting = t("tr_state_" + mine[run_id].state) if run_id in mine else None
+        state[key] = t("ae_done") if meta else waiting or t("ae_not_trained")
+    filled = sum(v is not None for v in ours.values())
+    st.caption(t("ae_cells_from", epochs=epochs, filled=filled, total=len(ours)))
+    if others := other_epochs(epochs):
+        st.caption(t("ae_cells_elsewhere", epochs=", ".join(map(str, others))))
     columns = st.columns(3)
     for (table, paper), col in zip(seed001.PAPER.items(), columns, strict=True):
         which = {"n": 1, "p": 2, "lr": 3}[table]
-        rows = [{names[table]: f"{v:g}", t("ae_paper"): paper[v], t("ae_ours"): ours[(table, v)],
+        rows = [{table: num(v, 0 if table == "n" else (2 if table == "p" else 4)),
+                 t("ae_paper"): paper[v], t("ae_ours"): ours[(table, v)],
                  t("ae_state"): state[(table, v)]} for v in paper]  # fmt: skip
         col.markdown(f"**{t('ae_table', number=which)}** · {t(f'ae_table_{table}')}")
-        formats = {t("ae_paper"): number("%.3f"), t("ae_ours"): number("%.4f")}
-        col.dataframe(pd.DataFrame(rows), hide_index=True, column_config=formats)
+        typos = [i for i, v in enumerate(paper) if (table, v) in seed001.PROBABLE_TYPOS]
+        marked = styled(pd.DataFrame(rows), 3).format(lambda v: f"{num(v, 3)} *",
+                                                      subset=(typos, [t("ae_paper")]))  # fmt: skip
+        col.dataframe(marked, hide_index=True)
+        for i in typos:
+            value = list(paper)[i]
+            col.caption(t("ae_typo", value=num(value, 2), printed=num(paper[value], 3),
+                          likely=num(seed001.PROBABLE_TYPOS[(table, value)], 3)))  # fmt: skip
         col.plotly_chart(table_chart(table, paper, ours), key=f"ae_chart_{table}_{epochs}")
     rows = [{t("ae_pooling"): t("ae_yes") if p else t("ae_no"),
              t("ae_paper"): seed001.APPENDIX_MSE[p], t("ae_ours"): ours[("pooling", p)],
              t("ae_state"): state[("pooling", p)]} for p in (True, False)]  # fmt: skip
     st.markdown(f"**{t('ae_appendix')}**")
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(styled(pd.DataFrame(rows), 3), hide_index=True)
 
 
 def table_chart(table: str, paper: dict, ours: dict) -> go.Figure:
+    """The paper's numbers (dashed) and ours per value; a number the paper most likely
+    misprinted stands apart, marked, and the paper's line skips it."""
     values = list(paper)
-    x = [f"{v:g}" for v in values]
+    x = [num(v, 0 if table == "n" else (2 if table == "p" else 4)) for v in values]
+    typo = [(table, v) in seed001.PROBABLE_TYPOS for v in values]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[paper[v] for v in values], name=t("ae_paper"),
-                             mode="lines+markers", line={"dash": "dash"}))  # fmt: skip
+    printed = [None if bad else paper[v] for v, bad in zip(values, typo, strict=True)]
+    fig.add_trace(go.Scatter(x=x, y=printed, name=t("ae_paper"), mode="lines+markers",
+                             line={"dash": "dash"}, connectgaps=True))  # fmt: skip
     fig.add_trace(go.Scatter(x=x, y=[ours[(table, v)] for v in values], name=t("ae_ours"),
                              mode="lines+markers"))  # fmt: skip
+    if any(typo):
+        likely = [seed001.PROBABLE_TYPOS.get((table, v)) for v in values]
+        fig.add_trace(go.Scatter(x=x, y=likely, name=t("ae_likely"), mode="markers",
+                                 marker={"symbol": "circle-open", "size": 10,
+                                         "color": "#1f77b4"}))  # fmt: skip
+        for xi, v, bad in zip(x, values, typo, strict=True):
+            if bad:
+                fig.add_annotation(x=xi, y=seed001.PROBABLE_TYPOS[(table, v)], ay=-40,
+                                   text=t("ae_typo_mark", printed=num(paper[v], 3)),
+                                   showarrow=True, arrowhead=2, font={"size": 11})  # fmt: skip
     fig.update_layout(height=260, margin={"t": 10, "b": 10, "l": 10, "r": 10},
                       yaxis_title=t("ae_mse_axis"), xaxis_type="category",
                       legend={"orientation": "h", "y": -0.3})  # fmt: skip
-    return fig
+    return localized(fig)
 
 
 # -- 4. pretrain a classifier --------------------------------------------------------------
@@ -276,13 +307,13 @@ def classifier_runs() -> list[dict]:
 
 def classifier_section(runs: dict) -> None:
     st.subheader(t("ae_classifier"))
-    st.caption(t("ae_classifier_intro", acc=seed001.CLASSIFIER_ACCURACY))
+    st.caption(t("ae_classifier_intro", acc=num(seed001.CLASSIFIER_ACCURACY, 2)))
     if not runs:
         st.info(t("ae_no_runs"))
         return
     c1, c2 = st.columns([3, 1])
-    encoder = c1.selectbox(t("ae_encoder"), list(runs), format_func=lambda r: run_label(runs[r]),
-                           key="ae_encoder")  # fmt: skip
+    with c1:
+        encoder = pick_run(t("ae_encoder"), "ae_encoder", task="reconstruct")["run_id"]
     epochs = int(c2.number_input(t("ae_epochs"), 1, 30, 5, key="ae_cls_epochs"))
     if st.button(t("ae_train_three"), key="ae_three"):
         data = DataConfig(**runs[encoder]["config"]["data"])
@@ -330,9 +361,8 @@ def draw_comparison(encoder: str, runs: dict) -> None:
              t("ae_epochs"): len(m["history"]["epoch"])}
             for mode in MODES if (m := by_mode.get(mode))]  # fmt: skip
     left, right = st.columns([2, 3])
-    formats = {t("ae_test_acc"): number("%.4f"), t("ae_macro_f1"): number("%.4f")}
-    left.dataframe(pd.DataFrame(rows), hide_index=True, column_config=formats)
-    left.caption(t("ae_paper_acc", acc=seed001.CLASSIFIER_ACCURACY))
+    left.dataframe(styled(pd.DataFrame(rows)), hide_index=True)
+    left.caption(t("ae_paper_acc", acc=num(seed001.CLASSIFIER_ACCURACY, 2)))
     fig = go.Figure()
     for mode, meta in by_mode.items():
         h = meta["history"]
@@ -342,7 +372,7 @@ def draw_comparison(encoder: str, runs: dict) -> None:
                                      line={"color": MODE_COLORS[mode], "dash": dash}))  # fmt: skip
     fig.update_layout(height=320, margin={"t": 10, "b": 10, "l": 10, "r": 10},
                       xaxis_title=t("ch_epoch"), yaxis_title=t("ch_accuracy"))  # fmt: skip
-    right.plotly_chart(fig, key=f"ae_cmp_{encoder}_{len(done)}")
+    right.plotly_chart(localized(fig), key=f"ae_cmp_{encoder}_{len(done)}")
     pooling_table(runs)
     if (best := by_mode.get("finetune")) is not None:
         st.markdown(f"**{t('ae_confusion')}**")
@@ -367,7 +397,7 @@ def pooling_table(runs: dict) -> None:
              **{t(f"ae_mode_{mode}"): cells.get((p, mode)) for mode in MODES}}
             for p in (True, False)]  # fmt: skip
     st.markdown(f"**{t('ae_pooling_compare')}**")
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True)
 
 
 def main() -> None:
