@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.jobs import LIVE
-from tests.conftest import open_page
+from tests.conftest import fashion_available, open_page
 
 
 def page(monkeypatch, root, lang: str = "en") -> AppTest:
@@ -154,3 +154,14 @@ def test_experiment_jobs_skip_the_map_other_jobs_compute_it(tmp_path):
     maps = [p.name for p in (tmp_path / "embeddings").glob("*-tsne-*.npy")]
     assert any(name.startswith(plain.run_id) for name in maps)
     assert not any(name.startswith(experiment.run_id) for name in maps)
+
+
+def test_training_set_sizes_fit_the_dataset(monkeypatch, tmp_path):
+    """Digits has 1,797 images in all: no 5,000-image choice for it; Fashion-MNIST gets
+    every size, written with the language's separators."""
+    at = page(monkeypatch, tmp_path, "es")
+    if fashion_available():  # else "fashion-mnist" falls back to digits
+        assert at.selectbox(key="ab_limit").options[:3] == ["5.000", "10.000", "20.000"]
+    at.selectbox(key="ab_data").set_value("digits").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ab_limit").options == ["todas"]

@@ -23,6 +23,11 @@ def num(value, digits: int = 0) -> str:
     return _text.number(value, lang(), digits)
 
 
+def rate(value: float) -> str:
+    """A rate or a penalty as people write one, short: 0.001, 1e-05, 10 (0,001 in Spanish)."""
+    return f"{value:g}".replace(".", _text.SEPARATORS[lang()][1])
+
+
 def pct(value, digits: int = 1) -> str:
     """A fraction as a percentage in the session's language (91.2% / 91,2 %)."""
     return _text.percent(value, lang(), digits)

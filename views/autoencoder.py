@@ -75,8 +75,8 @@ def train_section() -> None:
             start(cfg, KEY)
         except UserError as e:
             st.error(str(e))
-        job_id = st.session_state.get(KEY)
-        job = jobs().get(job_id, user()) if job_id else None
+        else:
+            st.rerun()  # drawn again with Start disabled while the run is live
     if job is not None and not job.is_final and b2.button(t("tr_stop"), key="ae_stop"):
         jobs().stop(job.id, user())
     if (stored := st.session_state.get(f"{KEY}_stored")) and job is None:

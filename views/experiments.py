@@ -15,21 +15,26 @@ from plotly.subplots import make_subplots
 from core import UserError, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.runs import resolve
-from ui.i18n import t
+from ui.charts import localized
+from ui.i18n import num, rate, styled, t
+from ui.state import dataset as load_dataset
 from ui.state import jobs, store, user
 
 SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
 SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
                 "width", "stages", "weight_decay", "label_smoothing", "jitter", "seed")  # fmt: skip
 GRID_ROWS = 3
-TRAIN_IMAGES = ("5000", "10000", "20000")  # or t("ex_all"): the whole training split
+TRAIN_IMAGES = (5000, 10_000, 20_000)  # or t("ex_all"): the whole training split
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
 
 
-def number(fmt: str):
-    return st.column_config.NumberColumn(format=fmt)
+def image_choices(dataset: str) -> tuple[str, ...]:
+    """The training-set sizes worth offering for ``dataset``: those below its training
+    split (digits has 1,797 images in all, so none of 5,000 and more), then "all"."""
+    available = len(load_dataset(DataConfig(dataset)).y_train)
+    return (*(num(n) for n in TRAIN_IMAGES if n < available), t("ex_all"))
 
 
 def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
@@ -37,16 +42,20 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
     c = st.columns(5)
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key=f"{prefix}_data")
     size = c[1].selectbox(t("ex_size"), [28, 64], key=f"{prefix}_size", help=t("ex_size_help"))
-    # Plain strings: what the widget shows is its value (AppTest compares them that way).
-    limit = c[2].selectbox(t("ex_images"), (*TRAIN_IMAGES, t("ex_all")), key=f"{prefix}_limit",
+    # Plain strings ("5,000", "all"): what the widget shows is its value (AppTest compares
+    # them that way).
+    choices = image_choices(data)
+    if st.session_state.get(f"{prefix}_limit") not in choices:  # another dataset's size
+        st.session_state.pop(f"{prefix}_limit", None)
+    limit = c[2].selectbox(t("ex_images"), choices, key=f"{prefix}_limit",
                            help=t("ex_images_help"))  # fmt: skip
     st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
     epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
     lr = c[4].select_slider(t("ex_lr"), [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0],
-                            2e-3, key=f"{prefix}_lr", format_func=lambda v: f"{v:g}",
+                            2e-3, key=f"{prefix}_lr", format_func=rate,
                             help=t("ex_lr_help"))  # fmt: skip
     image_size = None if size == 28 else size
-    limit = int(limit) if limit in TRAIN_IMAGES else None
+    limit = int("".join(c for c in limit if c.isdigit())) if limit != t("ex_all") else None
     return (DataConfig(data, train_limit=limit, image_size=image_size),
             TrainConfig(epochs=int(epochs), lr=lr))  # fmt: skip
 
@@ -94,7 +103,7 @@ def collect(variants: list[sweep.Variant]) -> list[dict]:
 def state_text(row: dict) -> str:
     state = row["state"]
     if state == "none":
-        return "—"
+        return t("ex_state_none")
     if state == "queued":
         return t("tr_queued", place=jobs().position(row["job"]))
     if state == "running" and row["epoch"]:
@@ -120,10 +129,8 @@ def summary_table(rows: list[dict], label) -> None:
             t("ex_epochs"): len(r["history"].get("epoch", [])) or None,
         }
         records.append(record)
-    st.dataframe(pd.DataFrame(records), hide_index=True, width="stretch",
-                 height=35 * (len(records) + 1) + 3, column_config={
-        t("ex_top1"): number("%.4f"), t("ex_top5"): number("%.4f"),
-        t("ex_accuracy"): number("%.4f")})  # fmt: skip
+    st.dataframe(styled(pd.DataFrame(records)), hide_index=True, width="stretch",
+                 height=35 * (len(records) + 1) + 3)  # fmt: skip
 
 
 def curves(rows: list[dict], label) -> go.Figure | None:
@@ -235,11 +242,11 @@ def draw(rows: list[dict], key: str, label) -> None:
         return
     summary_table(rows, label)
     if fig := curves(rows, label):
-        st.plotly_chart(fig, key=f"{key}_curves")
+        st.plotly_chart(localized(fig), key=f"{key}_curves")
     if fig := bars(rows, label):
-        st.plotly_chart(fig, key=f"{key}_bars")
+        st.plotly_chart(localized(fig), key=f"{key}_bars")
     if label is None and (fig := parallel(rows)):
-        st.plotly_chart(fig, key=f"{key}_parallel")
+        st.plotly_chart(localized(fig), key=f"{key}_parallel")
     for r in rows:
         if r["state"] == "diverged":
             name = label(r["variant"]) if label else r["variant"].name

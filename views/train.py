@@ -22,7 +22,7 @@ from core.data import BUILTIN
 from core.store import MAX_NAME
 from ui import datasets as photo_sets
 from ui.charts import curves
-from ui.i18n import lang, num, pct, preset_summary, t
+from ui.i18n import num, pct, preset_summary, rate, t
 from ui.runs import choose, names
 from ui.state import LOAD, jobs, restart_note, show_job, start, store, user
 
@@ -105,7 +105,7 @@ def options_ui() -> RunConfig:
                                  base.train.batch_size,
                                  help=t("tr_help_batch"), key=k + "batch")  # fmt: skip
         lr = st.select_slider(t("tr_lr"), _with(LEARNING_RATES, base.train.lr), base.train.lr,
-                              format_func=_decimal, help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
+                              format_func=rate, help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
     with c2:
         optimizer = st.selectbox(t("tr_optimizer"), ["adamw", "adam", "sgd"],
                                  index=["adamw", "adam", "sgd"].index(base.train.optimizer),
@@ -127,10 +127,10 @@ def options_ui() -> RunConfig:
         model_options = model_options_ui(name, base.model, k)
         off = t("tr_off")
         l1 = st.select_slider(t("tr_l1"), _with(PENALTIES, base.train.l1), base.train.l1,
-                              format_func=lambda v: _decimal(v) if v else off,
+                              format_func=lambda v: rate(v) if v else off,
                               help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
         l2 = st.select_slider(t("tr_l2"), _with(PENALTIES, base.train.l2), base.train.l2,
-                              format_func=lambda v: _decimal(v) if v else off,
+                              format_func=lambda v: rate(v) if v else off,
                               help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
         most = max(32 if photos else 4, base.train.jitter)
         jitter = st.slider(t("tr_jitter"), 0, most, base.train.jitter,
@@ -250,11 +250,6 @@ def _preset_label(name: str) -> str:
 def _with(values: list, value) -> list:
     """The choices ``values`` and ``value`` (a loaded run's may be none of them), in order."""
     return sorted({*values, value})
-
-
-def _decimal(value: float) -> str:
-    """A rate as people write it: 0.001, 1e-05 (short), 10; in the page's language."""
-    return f"{value:g}".replace(".", "," if lang() == "es" else ".")
 
 
 def current_job():
