@@ -1,33 +1,34 @@
-"""Inside the network: first-layer filters, feature maps and Grad-CAM for one picked image."""
+"""Inside the network: first-layer filters, feature maps and HiResCAM for one picked image."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import UserError, explain, preprocess
-from core.config import from_dict
-from ui.i18n import class_name, t
-from ui.state import dataset, store, stored_runs
-from ui.text import run_label
+from ui import runs
+from ui.i18n import class_name, num, pct, styled, t
 
 TOP_K = 3
-FILTER_COLUMNS = 16  # kernels a row in the filter grid
-MAP_COLUMNS = 8  # feature maps a row
+# Sizes for a projector at the back of a classroom: a 3x3 filter becomes 96 pixels across and
+# a feature map about 100 (a 7x7 map 98, a 14x14 one 98), eight a row: about 800 pixels,
+# within the page's column on a 1366-pixel-wide screen with the sidebar open.
+COLUMNS = 8
+FILTER_CELL = 96  # pixels a filter is enlarged to, about (a whole multiple: crisp squares)
+MAP_CELL = 100  # the same for a feature map
+GAP = 6  # pixels between cells
+GAP_COLOUR = (110, 150, 210)  # blue-grey: no grey map or weight takes it, so cells stay apart
 MAX_MAPS = 64  # maps drawn per layer (a backbone's layers have up to 1,280)
-GRID_WIDTH = 480  # pixels a grid is enlarged to, about (whole multiples: crisp pixels)
-FILTER_WIDTH = 640
-FILTER_GAP = (110, 150, 210)  # blue-grey: no weight's grey level, so kernels stay apart
-IMAGE_WIDTH = 224
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp"]  # core.preprocess.UPLOAD_FORMATS
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def load_model(run_id: str):
-    """(model, meta), loaded once per server. A run id names fixed content, and
-    core.explain leaves no trace on a model, so sessions can share it."""
-    return store().load_model(run_id)
+IMAGE_WIDTH = 280  # the input and its heatmap: a 28-pixel image ten times
+# Every file name extension Pillow reads as one of the formats core.preprocess accepts (the
+# Classify tab's allow-list): png, jpg, jpeg, gif, webp, bmp and their variants (jfif, dib, ...).
+UPLOAD_TYPES = sorted(
+    ext[1:]
+    for ext, fmt in Image.registered_extensions().items()
+    if fmt in preprocess.UPLOAD_FORMATS
+)
 
 
 def picture(array: np.ndarray, width: int, caption: str | None = None) -> None:
@@ -36,33 +37,30 @@ def picture(array: np.ndarray, width: int, caption: str | None = None) -> None:
     st.image(explain.enlarge(array, scale), caption=caption, output_format="PNG")
 
 
-def run_ui() -> str | None:
-    """The picked run's id, or None (with a message) when the store is empty."""
-    runs = {m["run_id"]: m for m in stored_runs()}
-    if not runs:
-        st.info(t("ins_no_runs"))
-        return None
-    return st.selectbox(t("ins_run"), list(runs), format_func=lambda r: run_label(runs[r]),
-                        help=t("ins_run_help"), key="ins_run")  # fmt: skip
+def grid(maps: np.ndarray, cell: int) -> None:
+    """Maps (N, [C,] h, w) as a grid of COLUMNS a row, each enlarged to about ``cell``
+    pixels across. Shown at its own size (Streamlit only shrinks what is wider than the
+    page), so nothing is smoothed: a pixel of a map stays a crisp square."""
+    scale = max(1, cell // maps.shape[-1])
+    st.image(explain.tile(maps, COLUMNS, GAP, GAP_COLOUR, scale), output_format="PNG")
 
 
 def filters_section(model) -> None:
     st.subheader(t("ins_filters"))
     weights = explain.first_layer_filters(model)  # (out, in, k, k)
-    out, _, k, _ = weights.shape
-    st.write(t("ins_filters_explain", n=out, k=k))
-    picture(explain.tile(weights, FILTER_COLUMNS, gap_value=FILTER_GAP), FILTER_WIDTH)
+    st.write(t("ins_filters_explain", n=num(len(weights)), k=by(weights.shape[2:])))
+    grid(weights, FILTER_CELL)
 
 
 def test_data(meta: dict):
     """The run's own test set, or None when it cannot be loaded here as it was trained."""
     try:
-        data = dataset(from_dict(meta["config"]).data)
-    except (UserError, OSError) as e:
-        st.warning(t("ins_no_test_set", why=str(e)))
+        data = runs.data_of(meta)
+    except (UserError, OSError):
+        st.warning(t("ins_no_test_set"))
         return None
     if data.identity != meta["dataset"]["identity"]:  # e.g. fell back to digits here
-        st.warning(t("ins_no_test_set", why=data.name))
+        st.warning(t("ins_other_test_set", name=data.name))
         return None
     return data
 
@@ -76,19 +74,20 @@ def test_image_ui(data) -> tuple[np.ndarray, int] | None:
     if len(idx) == 0:
         st.info(t("ins_empty_class"))
         return None
-    i = st.number_input(t("ins_index", last=len(idx) - 1), 0, len(idx) - 1, 0, step=1,
+    i = st.number_input(t("ins_index", last=num(len(idx) - 1)), 0, len(idx) - 1, 0, step=1,
                         help=t("ins_index_help"), key=f"ins_index_{choice}")  # fmt: skip
     j = int(idx[i])
     return data.x_test[j : j + 1], int(data.y_test[j])
 
 
 def upload_ui(meta: dict):
-    """The uploaded image as the model's input (1, C, H, W), or None with a message."""
+    """The uploaded image as the model's input (1, C, H, W), or None with a message. Read
+    and framed by the Classify tab's two calls (core.preprocess), so both see the same."""
     spec = meta["input"]
     mode = t("ins_grey") if spec["channels"] == 1 else t("ins_colour")
+    hint = t("ins_upload_help", mode=mode, size=num(spec["size"]))
     file = st.file_uploader(t("ins_upload"), type=UPLOAD_TYPES, key="ins_upload",
-                            max_upload_size=preprocess.MAX_UPLOAD_MB,
-                            help=t("ins_upload_help", mode=mode, size=spec["size"]))  # fmt: skip
+                            max_upload_size=preprocess.MAX_UPLOAD_MB, help=hint)  # fmt: skip
     if file is None:
         st.info(t("ins_upload_prompt"))
         return None
@@ -98,10 +97,10 @@ def upload_ui(meta: dict):
         return preprocess.prepare(image, spec["channels"], spec["size"])
     except preprocess.BlankImage:
         st.error(t("ins_blank"))
-    except explain.ImageTooLarge as e:
-        size = f"{e.pixels / 1e6:.0f}" if e.pixels else "?"
-        st.error(t("ins_too_large", size=size, limit=f"{explain.MAX_PIXELS / 1e6:.0f}"))
-    except explain.UnreadableImage:
+    except preprocess.ImageTooLarge as e:
+        size = num(e.pixels / 1e6) if e.pixels else "?"
+        st.error(t("ins_too_large", size=size, limit=num(preprocess.MAX_PIXELS / 1e6)))
+    except preprocess.UnreadableImage:
         st.error(t("ins_unreadable"))
     return None
 
@@ -125,67 +124,80 @@ def prediction_ui(probs: np.ndarray, classes: list[str]) -> int:
     """The top classes as a table; returns the class to explain (the top one by default)."""
     top = [int(c) for c in np.argsort(-probs)[:TOP_K]]
     st.markdown(f"**{t('ins_prediction')}**")
-    table = pd.DataFrame(
-        {t("ins_class"): [class_name(classes[c]) for c in top], t("ins_prob"): probs[top]}
-    )
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            t("ins_prob"): st.column_config.ProgressColumn(
-                min_value=0, max_value=1, format="percent"
-            )
-        },
-    )
+    prob = t("ins_prob")
+    table = pd.DataFrame({t("ins_class"): [class_name(classes[c]) for c in top], prob: probs[top],
+                          "bar": probs[top]})  # fmt: skip
+    # A progress column writes its number in English whatever the Styler says, so the bar
+    # gets no text (a format without a placeholder) and the percentage its own column.
+    bar = st.column_config.ProgressColumn(" ", min_value=0, max_value=1, format=" ")
+    st.dataframe(styled(table).format(pct, subset=[prob]), hide_index=True,
+                 column_config={"bar": bar})  # fmt: skip
     names = {c: class_name(classes[c]) for c in top}
     return st.radio(t("ins_explain_class"), top, format_func=names.__getitem__,
                     horizontal=True, help=t("ins_explain_class_help"))  # fmt: skip
 
 
 def look_section(model, meta: dict, image, truth: int | None, has_conv: bool) -> None:
-    """The image, the prediction and the Grad-CAM (or saliency) overlay, side by side."""
+    """The image, the prediction and the HiResCAM (or saliency) overlay, side by side."""
     classes = meta["classes"]
     shown = explain.to_display(image)
     left, middle, right = st.columns(3)
     with left:
         caption = t("ins_true", name=class_name(classes[truth])) if truth is not None else None
         picture(shown, IMAGE_WIDTH, caption)
-        st.caption(t("ins_input_explain", size=shown.shape[0]))
+        st.caption(t("ins_input_explain", size=num(shown.shape[0])))
     with middle:
         target = prediction_ui(explain.probabilities(model, image), classes)
     with right:
-        heat = explain.grad_cam(model, image, target)
-        kind = "gradcam" if has_conv else "saliency"
+        # The Classify tab's map (core.classify.Classifier.heatmap calls the same function).
+        heat = explain.hires_cam(model, image, target)
+        kind = "cam" if has_conv else "saliency"
         picture(explain.overlay(shown, heat), IMAGE_WIDTH, t(f"ins_{kind}"))
         name = class_name(classes[target])
         st.caption(t(f"ins_{kind}_explain", name=name))
-        if has_conv and not heat.any():  # Grad-CAM keeps only positive evidence
-            st.caption(t("ins_gradcam_empty", name=name))
+        if has_conv and not heat.any():  # only what raises the score is drawn
+            st.caption(t("ins_cam_empty", name=name))
+
+
+def by(sides) -> str:
+    """(3, 3) -> "3×3"; a single number for equal sides of a stride: (2, 2) -> "2"."""
+    return "×".join(num(v) for v in sides)
+
+
+def layer_label(i: int, count: int, conv, maps: np.ndarray) -> str:
+    """A conv layer as a class reads it, not by its module path ("body.3"): its place, its
+    filters and what it makes ("Convolution layer 2 of 2 · 3×3 filters, stride 2 · 64 maps
+    of 7×7"). Kernels and strides may be uneven (Inception's 1×7)."""
+    n, h, w = maps.shape
+    stride = conv.stride
+    step = num(stride[0]) if len(set(stride)) == 1 else by(stride)
+    words = dict(i=num(i), count=num(count), k=by(conv.kernel_size), stride=step, n=num(n),
+                 h=num(h), w=num(w))  # fmt: skip
+    return t("ins_layer" if max(stride) == 1 else "ins_layer_strided", **words)
 
 
 def maps_section(model, image) -> None:
     st.subheader(t("ins_maps"))
     st.write(t("ins_maps_explain"))
+    convs = dict(explain.conv_layers(model))  # module path -> nn.Conv2d
     maps = explain.feature_maps(model, image)
     for i, (name, m) in enumerate(maps):
         depth = "early" if i == 0 else "late" if i == len(maps) - 1 else "middle"
-        n, h, w = m.shape
-        label = t("ins_layer", i=i + 1, name=name, n=n, h=h, w=w)
-        with st.expander(label, expanded=i == 0):
+        with st.expander(layer_label(i + 1, len(maps), convs[name], m), expanded=i == 0):
             st.caption(t(f"ins_layer_{depth}"))
-            if n > MAX_MAPS:
-                st.caption(t("ins_first_maps", shown=MAX_MAPS, n=n))
-            picture(explain.tile(m[:MAX_MAPS], MAP_COLUMNS), GRID_WIDTH)
+            if len(m) > MAX_MAPS:
+                st.caption(t("ins_first_maps", shown=num(MAX_MAPS), n=num(len(m))))
+            grid(m[:MAX_MAPS], MAP_CELL)
 
 
 def main() -> None:
     st.title(t("ins_title"))
     st.write(t("ins_intro"))
-    run_id = run_ui()
-    if run_id is None:
+    meta = runs.pick_run(t("ins_run"), "ins_run", help=t("ins_run_help"), empty="ins_no_runs")
+    if meta is None:
         return
     try:
-        model, meta = load_model(run_id)
+        model, meta = runs.model(meta["run_id"])
     except KeyError:  # deleted or damaged since the list was read
         st.error(t("ins_run_missing"))
         return
