@@ -16,6 +16,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from ui.i18n import num, t
+
 SCALE = 3  # 28x28 -> 84x84 on screen, nearest neighbour: pixels stay sharp
 MAX_SENT = 2 * 28 * SCALE  # larger images (photos) are sent at most this many pixels wide
 OK_COLOR, WRONG_COLOR = "#1a7f37", "#cf222e"
@@ -60,3 +62,16 @@ def gallery(images: np.ndarray, captions: list[str], ok: list[bool] | None = Non
     """A grid of images; captions green when ``ok`` is True, red when False."""
     if len(images):
         st.html(gallery_html(images, captions, ok, columns, name))
+
+
+def page(count: int, per_page: int, key: str) -> slice:
+    """Which of ``count`` images to show: all of them when they fit on one page, else one
+    page of them, with page buttons (``key``) and a line saying which are shown of how many."""
+    if count <= per_page:
+        return slice(0, count)
+    note = st.empty()  # filled once the page is known, but shown before the buttons
+    current = st.pagination(-(-count // per_page), key=key)
+    start = (current - 1) * per_page
+    stop = min(start + per_page, count)
+    note.caption(t("ch_showing", first=num(start + 1), last=num(stop), n=num(count)))
+    return slice(start, stop)

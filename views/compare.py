@@ -9,9 +9,11 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from core import presets
-from ui.i18n import t
+from ui.charts import localized
+from ui.i18n import num, paper_source, styled, t
+from ui.runs import chosen, label
 from ui.state import stored_runs
-from ui.text import run_label
+from ui.text import DASH
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
            "top3_accuracy", "roc_auc_macro", "log_loss")  # fmt: skip
@@ -22,7 +24,7 @@ def overlay(runs: list[dict]):
     fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
     for k, meta in enumerate(runs):
         color = qualitative.Plotly[k % len(qualitative.Plotly)]
-        h, name = meta["history"], f"{meta['model']} · {meta['run_id'][:6]}"
+        h, name = meta["history"], label(meta)
         for col, metric in ((1, "loss"), (2, "accuracy")):
             fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"val_{metric}"], name=name,
                                      legendgroup=name, showlegend=col == 1,
@@ -33,7 +35,7 @@ def overlay(runs: list[dict]):
     fig.update_xaxes(title_text=t("ch_epoch"))
     fig.update_layout(height=380, margin={"t": 40, "b": 10, "l": 10, "r": 10},
                       legend={"orientation": "h", "y": -0.2})  # fmt: skip
-    return fig
+    return localized(fig)
 
 
 def table(runs: list[dict]) -> pd.DataFrame:
@@ -43,12 +45,30 @@ def table(runs: list[dict]) -> pd.DataFrame:
         test = meta["test"]
         column = {t(f"cmp_{m}"): test[m] for m in METRICS}
         column[t("cmp_epochs")] = len(meta["history"]["epoch"])
-        column[t("cmp_seconds")] = round(meta["wall_seconds"], 1)
-        columns[f"{meta['model']} · {meta['run_id'][:6]}"] = column
+        column[t("cmp_seconds")] = meta["wall_seconds"]
+        columns[label(meta)] = column
         paper = presets.paper_for(meta["model"], meta["config"]["data"]["dataset"])
         if paper:
-            columns[paper["source"]] = {t(f"cmp_{m}"): paper.get(m) for m in METRICS}
+            columns[paper_source(paper["source"])] = {t(f"cmp_{m}"): paper.get(m)
+                                                        for m in METRICS}  # fmt: skip
     return pd.DataFrame(columns)
+
+
+def table_ui(frame: pd.DataFrame) -> None:
+    """The table with the session's separators, a dash where a paper has no figure, scores
+    with 4 decimals (also a perfect 1), epochs whole and seconds with one decimal. The
+    browser draws a missing value as the placeholder whatever the Styler wrote for it."""
+    scores = pd.IndexSlice[[t(f"cmp_{m}") for m in METRICS], :]
+    seconds = pd.IndexSlice[[t("cmp_seconds")], :]
+    st.dataframe(styled(frame).format(lambda v: num(v, 4), subset=scores)
+                 .format(lambda v: num(v, 1), subset=seconds), height="content",
+                 placeholder=DASH)  # fmt: skip
+
+
+def default_runs(ids: list[str]) -> list[str]:
+    """The run picked on another page (when there is one) and the newest others: two."""
+    picked = [i for i in ids if i == chosen()]
+    return picked + [i for i in ids if i not in picked][: 2 - len(picked)]
 
 
 def main() -> None:
@@ -59,15 +79,16 @@ def main() -> None:
         st.info(t("cmp_need_two"))
         return
     by_id = {m["run_id"]: m for m in runs}
-    chosen = st.multiselect(t("cmp_runs"), list(by_id), default=list(by_id)[:2],
-                            format_func=lambda i: run_label(by_id[i]))  # fmt: skip
-    if len(chosen) < 2:
+    labels = {i: label(m) for i, m in by_id.items()}  # looked up now, not in format_func
+    ids = st.multiselect(t("cmp_runs"), list(by_id), default=default_runs(list(by_id)),
+                         format_func=labels.__getitem__, key="cmp_runs")  # fmt: skip
+    if len(ids) < 2:
         st.info(t("cmp_pick_two"))
         return
-    picked = [by_id[i] for i in chosen]
+    picked = [by_id[i] for i in ids]
     st.plotly_chart(overlay(picked), key="cmp_curves")
     st.caption(t("cmp_legend"))
-    st.dataframe(table(picked).style.format(precision=4, na_rep="—"))
+    table_ui(table(picked))
 
 
 main()

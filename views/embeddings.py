@@ -12,17 +12,17 @@ import streamlit as st
 from plotly.colors import qualitative
 
 from core import UserError, embed
-from ui.gallery import gallery
-from ui.i18n import class_name, t
-from ui.runs import data_of, model, test_probs
+from ui.gallery import gallery, page
+from ui.i18n import class_name, num, pct, t
+from ui.runs import choose, data_of, default_run, label, model, test_probs
 from ui.state import dataset, store, stored_runs
-from ui.text import run_label
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 PIXELS = "pixels"
+SOURCE = "emb_source"  # the source picker's key
 METHODS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}  # the first is the default
 SEED = 0
-MAX_SHOWN = 60  # images in the selection gallery
+PER_PAGE = 60  # images of the selection gallery per page
 GALLERY_COLUMNS = 10
 HEIGHT = 640  # pixels, the map
 REDRAW_EVERY = 50  # t-SNE iterations between redraws of the live map (the bar moves every 25)
@@ -33,18 +33,24 @@ MAP_BOX = "emb_map_box"  # the map's container: the hover thumbnails find the ch
 
 
 def source_ui() -> dict | None:
-    """The picked run's metadata, or None for raw pixels (the run in ?run= first)."""
+    """The picked run's metadata, or None for raw pixels. The picker opens on the run picked
+    on any page (ui.runs.default_run), and a run picked here is every page's pick; raw
+    pixels stay this page's choice."""
     runs = {m["run_id"]: m for m in stored_runs()}
     # Labels are looked up now, not in format_func: Streamlit may call it outside the run.
-    labels = {PIXELS: t("emb_pixels")} | {r: run_label(m) for r, m in runs.items()}
-    options = [*runs, PIXELS]
-    wanted = st.query_params.get("run")
-    choice = st.selectbox(t("emb_source"), options, index=options.index(wanted) if wanted in runs
-                          else 0, format_func=labels.__getitem__, help=t("emb_source_help"),
-                          key="emb_source")  # fmt: skip
+    labels = {PIXELS: t("emb_pixels")} | {r: label(m) for r, m in runs.items()}
+    if st.session_state.get(SOURCE) != PIXELS:  # follow a pick made on another page
+        st.session_state[SOURCE] = default_run(list(runs.values())) if runs else PIXELS
+
+    def picked() -> None:
+        if st.session_state[SOURCE] != PIXELS:
+            choose(st.session_state[SOURCE])
+
+    choice = st.selectbox(t("emb_source"), [*runs, PIXELS], format_func=labels.__getitem__,
+                          help=t("emb_source_help"), key=SOURCE, on_change=picked)  # fmt: skip
     if choice == PIXELS:
         return None
-    st.query_params["run"] = choice
+    choose(choice)  # the first view's default too: the URL names what is shown
     return runs[choice]
 
 
@@ -72,7 +78,7 @@ def features_ui(meta: dict | None, data) -> np.ndarray:
     """(N, D) float32: the run's penultimate features, or the raw pixels."""
     if meta is None:
         return embed.pixels(data.x_test)
-    with st.spinner(t("emb_features", n=f"{len(data.y_test):,}")):
+    with st.spinner(t("emb_features", n=num(len(data.y_test)))):
         net, _ = model(meta["run_id"])
         return embed.features(net, data.x_test)
 
@@ -88,7 +94,7 @@ def live_tsne_ui(x: np.ndarray, data) -> np.ndarray:
     def show(iteration: int, coords: np.ndarray) -> None:
         bar.progress(iteration / total, text=t("emb_tsne_progress", it=iteration, total=total))
         if iteration == embed.TSNE_CALLBACK_EVERY or iteration % REDRAW_EVERY == 0:
-            fig, _ = scatter(coords[some], data.y_test[some], None, data.classes, False, "live",
+            fig, _ = scatter(coords[some], data.y_test[some], None, data.classes, "live",
                              trace=go.Scatter)  # fmt: skip
             live.plotly_chart(fig, key=f"emb_live_{iteration}", config={"displayModeBar": False})
 
@@ -115,27 +121,33 @@ def projection_ui(meta: dict | None, data, method: str) -> tuple[np.ndarray, str
 
     coords = embed.cached_projection(key, compute, store().root,
                                      on_wait=lambda: note.info(t("emb_waiting")))  # fmt: skip
-    points = f"{len(coords):,}"
-    seconds = f"{time.perf_counter() - start:.1f}"
+    points = num(len(coords))
+    seconds = num(time.perf_counter() - start, 1)
     note.caption(t("emb_computed", points=points, seconds=seconds) if computed
                  else t("emb_cached", points=points))  # fmt: skip
     return coords, key.filename()
 
 
-def scatter(coords, y, pred, classes, highlight: bool, revision: str, trace=go.Scattergl):
+def scatter(coords, y, pred, classes, revision: str, trace=go.Scattergl, ring: bool = False,
+            only_wrong: bool = False):  # fmt: skip
     """(scatter, one trace per class, the indices into ``y`` of each trace's points).
 
     WebGL traces by default (10,000 points); the live t-SNE preview passes go.Scatter.
-    Hover shows the true and (for a run) predicted class; ``highlight`` adds a trace of
-    black-edged crosses over the misclassified images.
+    Hover shows the true and (for a run) predicted class. With predictions, ``ring`` adds
+    a trace of open rings around the misclassified images (the dots stay visible inside:
+    a thousand filled crosses hid the very regions they marked), and ``only_wrong`` keeps
+    the misclassified images alone.
     """
     names = [html.escape(class_name(c)) for c in classes]  # plotly renders some HTML tags
     palette = qualitative.D3 if len(names) <= 10 else qualitative.Alphabet
     colors = [palette[c % len(palette)] for c in range(len(names))]
     true, predicted = t("emb_true"), t("emb_pred")
     fig, traces = go.Figure(), []
+    alone = only_wrong and pred is not None
+    shown = (pred != y) if alone else np.ones(len(y), dtype=bool)
+    size = 6 if alone else 4  # the few points left stand out a little more
     for c, name in enumerate(names):
-        idx = np.flatnonzero(y == c)
+        idx = np.flatnonzero((y == c) & shown)
         hover = f"{true}: {name}"
         text = None
         if pred is not None:
@@ -144,18 +156,18 @@ def scatter(coords, y, pred, classes, highlight: bool, revision: str, trace=go.S
         fig.add_trace(trace(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name, text=text,
             customdata=idx, hovertemplate=hover + "<br>#%{customdata}<extra></extra>",
-            marker={"size": 4, "color": colors[c], "opacity": 0.75},
+            marker={"size": size, "color": colors[c], "opacity": 0.75},
         ))  # fmt: skip
         traces.append(idx)
-    if highlight and pred is not None:
+    if ring and pred is not None:
         wrong = np.flatnonzero(pred != y)
         fig.add_trace(trace(
             x=coords[wrong, 0], y=coords[wrong, 1], mode="markers",
-            name=t("emb_wrong_trace", n=f"{len(wrong):,}"), customdata=wrong,
+            name=t("emb_wrong_trace", n=num(len(wrong))), customdata=wrong,
             text=[f"{true}: {names[y[i]]}<br>{predicted}: {names[pred[i]]}" for i in wrong],
             hovertemplate="%{text}<br>#%{customdata}<extra></extra>",
-            marker={"symbol": "x", "size": 8, "color": [colors[c] for c in y[wrong]],
-                    "line": {"color": "black", "width": 1}},
+            marker={"symbol": "circle-open", "size": 9, "color": "rgba(0,0,0,0.55)",
+                    "line": {"width": 1}},
         ))  # fmt: skip
         traces.append(wrong)
     fig.update_layout(
@@ -186,18 +198,17 @@ def selected_indices(event, traces: list[np.ndarray]) -> np.ndarray:
 
 
 def selection_ui(chosen: np.ndarray, data, pred) -> None:
-    """The selected images (the first MAX_SHOWN) with true -> predicted labels, and how many
-    of each class the selection holds."""
+    """The selected images (a page of PER_PAGE at a time) with true -> predicted labels, and
+    how many of each class the selection holds."""
     if len(chosen) == 0:
         st.caption(t("emb_select_hint"))
         return
-    st.subheader(t("emb_selected", n=f"{len(chosen):,}"))
+    st.subheader(t("emb_selected", n=num(len(chosen))))
     counts = np.bincount(data.y_test[chosen], minlength=data.num_classes)
-    st.caption(" · ".join(f"{plain(class_name(data.classes[c]))}: {counts[c]}"
+    st.caption(" · ".join(f"{plain(class_name(data.classes[c]))}: {num(counts[c])}"
                           for c in np.argsort(-counts, kind="stable") if counts[c]))  # fmt: skip
-    if len(chosen) > MAX_SHOWN:
-        st.caption(t("emb_selected_first", shown=MAX_SHOWN))
-    idx = chosen[:MAX_SHOWN]
+    # A new selection opens on its first page.
+    idx = chosen[page(len(chosen), PER_PAGE, key=f"emb_page_{len(chosen)}_{chosen[0]}")]
     truth = [class_name(data.classes[c]) for c in data.y_test[idx]]
     if pred is None:
         gallery(data.x_test[idx], truth, columns=GALLERY_COLUMNS, name="selection")
@@ -217,8 +228,10 @@ def main() -> None:
     with middle:
         method = method_ui()
     with right:
-        highlight = st.checkbox(t("emb_highlight"), key="emb_highlight", disabled=meta is None,
-                                help=t("emb_highlight_help"))  # fmt: skip
+        ring = st.checkbox(t("emb_highlight"), key="emb_highlight", disabled=meta is None,
+                           help=t("emb_highlight_help"))  # fmt: skip
+        only_wrong = st.checkbox(t("emb_only_wrong"), key="emb_only_wrong",
+                                 disabled=meta is None, help=t("emb_only_wrong_help"))  # fmt: skip
     st.caption(t(f"emb_about_{method}"))
     data = test_set(meta)
     if data is None:
@@ -232,15 +245,15 @@ def main() -> None:
     except embed.CollapsedFeatures:
         st.warning(t("emb_collapsed"))
         return
-    fig, traces = scatter(coords, data.y_test, pred, data.classes, highlight, revision)
+    fig, traces = scatter(coords, data.y_test, pred, data.classes, revision, ring=ring,
+                          only_wrong=only_wrong)  # fmt: skip
     with hover_thumbs(MAP_BOX, data.x_test, data.identity):
         event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"),
                                 config=MAP_CONFIG)  # fmt: skip
-    if highlight and pred is not None:
+    if (ring or only_wrong) and pred is not None:
         wrong, total = int((pred != data.y_test).sum()), len(pred)
-        st.caption(t("emb_wrong_count", n=f"{wrong:,}", total=f"{total:,}",
-                     share=f"{wrong / total:.1%}"))  # fmt: skip
+        st.caption(t("emb_wrong_count", n=num(wrong), total=num(total), share=pct(wrong / total)))
     selection_ui(selected_indices(event, traces), data, pred)
 
 

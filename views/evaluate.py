@@ -7,75 +7,135 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics, presets
-from ui.charts import confusion, curves
-from ui.gallery import gallery
-from ui.i18n import class_name, t
+from core.store import MAX_NAME
+from ui import runs
+from ui.charts import confusion, curves, per_class
+from ui.gallery import gallery, page
+from ui.i18n import class_name, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
+from ui.state import store
+from ui.text import DASH
 
-GALLERY_LIMIT = 48
+GALLERY_LIMIT = 48  # images of a clicked cell per page
+PICKER = "ev_run"  # the run picker's key
+CELL = "cm_cell"  # session: (run id, cell number) of the last clicked cell
+SCORES = ("precision", "recall", "f1")
+
+
+def name_ui(run_id: str, picker: str) -> None:
+    """A text box naming the run; the name then shows in every run label, on every page
+    (``picker``: the key of this page's run picker)."""
+    key = f"ev_name_{run_id}"
+    if key not in st.session_state:  # opened on the run's current name
+        st.session_state[key] = runs.names().get(run_id, "")
+
+    def rename() -> None:
+        st.session_state[key] = store().set_name(run_id, st.session_state[key])  # as kept
+        runs.names.clear()  # every label shows it from this rerun on
+        # The browser keeps showing a picked option's old label while the pick is
+        # unchanged; setting the pick again makes it redraw with the new label.
+        st.session_state[picker] = run_id
+
+    st.text_input(t("ev_name"), key=key, max_chars=MAX_NAME, on_change=rename,
+                  placeholder=t("ev_name_placeholder"), help=t("ev_name_help"))  # fmt: skip
 
 
 def summary_ui(meta: dict) -> None:
     test = meta["test"]
     cols = st.columns(5)
-    cols[0].metric(t("ev_accuracy"), f"{test['accuracy']:.4f}")
-    cols[1].metric(t("ev_macro_f1"), f"{test['macro_f1']:.4f}")
-    cols[2].metric(t("ev_top3"), f"{test['top3_accuracy']:.4f}")
-    auc = test["roc_auc_macro"]
-    cols[3].metric(t("ev_auc"), f"{auc:.4f}" if auc is not None else "—", help=t("ev_help_auc"))
-    cols[4].metric(t("ev_logloss"), f"{test['log_loss']:.4f}")
+    cols[0].metric(t("ev_accuracy"), num(test["accuracy"], 4))
+    cols[1].metric(t("ev_macro_f1"), num(test["macro_f1"], 4))
+    cols[2].metric(t("ev_top3"), num(test["top3_accuracy"], 4))
+    cols[3].metric(t("ev_auc"), num(test["roc_auc_macro"], 4), help=t("ev_help_auc"))
+    cols[4].metric(t("ev_logloss"), num(test["log_loss"], 4))
     paper = presets.paper_for(meta["model"], meta["config"]["data"]["dataset"])
     if paper:
-        st.caption(t("ev_paper", source=paper["source"], acc=f"{paper['accuracy']:.4f}",
-                     ours=f"{test['accuracy']:.4f}"))  # fmt: skip
+        st.caption(t("ev_paper", source=paper_source(paper["source"]),
+                     acc=num(paper["accuracy"], 4), ours=num(test["accuracy"], 4)))  # fmt: skip
 
 
 def report_table(meta: dict) -> pd.DataFrame:
     test = meta["test"]
+    heads = {s: t(f"ev_{s}") for s in SCORES}
     rows = [
-        {t("ev_class"): class_name(name), "precision": r["precision"], "recall": r["recall"],
-         "F1": r["f1"], t("ev_support"): r["support"]}
+        {t("ev_class"): class_name(name), **{heads[s]: r[s] for s in SCORES},
+         t("ev_support"): r["support"]}
         for name, r in test["per_class"].items()
     ]  # fmt: skip
     for avg in ("macro", "weighted"):
-        rows.append({t("ev_class"): t(f"ev_{avg}_avg"), "precision": test[f"{avg}_precision"],
-                     "recall": test[f"{avg}_recall"], "F1": test[f"{avg}_f1"],
+        rows.append({t("ev_class"): t(f"ev_{avg}_avg"),
+                     **{heads[s]: test[f"{avg}_{s}"] for s in SCORES},
                      t("ev_support"): test["support"]})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def confusion_ui(meta: dict, probs: np.ndarray, data) -> None:
+def report_ui(meta: dict) -> None:
+    frame = report_table(meta)
+    scores = [t(f"ev_{s}") for s in SCORES]
+    # Scores keep their 4 decimals even when one is exactly 1 (styled() writes "1"); the
+    # table is as tall as its rows (up to a few dozen), so the averages stay in sight.
+    height = "content" if len(frame) <= 25 else "auto"
+    shown = styled(frame).format(lambda v: num(v, 4), subset=scores)
+    wide = {t("ev_class"): st.column_config.TextColumn(width=145)}  # "promedio ponderado"
+    st.dataframe(shown, hide_index=True, height=height, column_config=wide, placeholder=DASH)
+
+
+def per_class_ui(meta: dict) -> None:
+    st.subheader(t("ev_per_class"))
+    st.caption(t("ev_per_class_order"))
+    names = [class_name(c) for c in meta["classes"]]
+    accuracy = [r["accuracy"] for r in meta["test"]["per_class"].values()]
+    st.plotly_chart(per_class(names, accuracy, t("ev_accuracy")), key="ev_per_class")
+
+
+def confusion_ui(meta: dict) -> None:
+    """The matrix; a click on a cell opens its images below. The clicked cell is kept in
+    the session, so it stays open when the matrix switches to shares (another chart)."""
     st.subheader(t("ev_confusion"))
     normalized = st.toggle(t("ev_normalized"), value=False, help=t("ev_help_normalized"))
     key = "confusion_matrix_normalized" if normalized else "confusion_matrix"
     names = [class_name(c) for c in meta["classes"]]
     figure = confusion(meta["test"][key], names, normalized)
-    chart_key = f"cm_{meta['run_id']}_{normalized}"
-    event = st.plotly_chart(figure, on_select="rerun", selection_mode="points", key=chart_key)
-    points = [
-        p
-        for p in (event.selection.get("points", []) if event else [])
-        if p.get("curve_number") == 1
-    ]  # the clickable layer, not the heatmap
-    st.session_state.cm_cell = int(points[0]["point_index"]) if points else None
-    if not points:
+    run_id = meta["run_id"]
+    chart_key = f"cm_{run_id}_{normalized}"
+
+    def clicked() -> None:  # only when the selection changes: a click or a deselection
+        points = st.session_state[chart_key]["selection"]["points"]
+        cells = [p["point_index"] for p in points if p.get("curve_number") == 1]  # not the heatmap
+        st.session_state[CELL] = (run_id, int(cells[0])) if cells else None
+
+    st.plotly_chart(figure, on_select=clicked, selection_mode="points", key=chart_key)
+    if clicked_cell(meta) is None:
         st.caption(t("ev_click_cell"))
 
 
+def clicked_cell(meta: dict) -> int | None:
+    """The cell last clicked in this run's matrix, if any."""
+    picked = st.session_state.get(CELL)
+    n = len(meta["classes"])
+    if not picked or picked[0] != meta["run_id"] or not 0 <= picked[1] < n * n:
+        return None
+    return picked[1]
+
+
 def cell_gallery_ui(meta: dict, probs: np.ndarray, data) -> None:
-    """The test images of the clicked confusion-matrix cell, with their probabilities."""
-    cell = st.session_state.get("cm_cell")
+    """The test images of the clicked confusion-matrix cell, with their probabilities, a
+    page at a time."""
+    cell = clicked_cell(meta)
     if cell is None:
         return
     names = [class_name(c) for c in meta["classes"]]
     true, pred = divmod(cell, len(names))
-    y_pred = probs.argmax(1)
-    idx = metrics.pair_indices(data.y_test, y_pred, true, pred)
-    st.markdown(t("ev_cell", n=len(idx), true=names[true], pred=names[pred]))
-    shown = idx[:GALLERY_LIMIT]
-    gallery(data.x_test[shown],
-            [f"{names[pred]} {probs[i, pred]:.0%} ({names[true]} {probs[i, true]:.0%})"
-             for i in shown], [true == pred] * len(shown), columns=10, name="cell")  # fmt: skip
+    idx = metrics.pair_indices(data.y_test, probs.argmax(1), true, pred)
+    st.markdown(t("ev_cell", n=num(len(idx)), true=names[true], pred=names[pred]))
+    shown = idx[page(len(idx), GALLERY_LIMIT, key=f"ev_cell_page_{cell}")]
+    guess = [f"{names[pred]} {pct(probs[i, pred], 0)}" for i in shown]
+    if true != pred:  # and how sure it was of the right class
+        guess = [
+            f"{g} ({names[true]} {pct(probs[i, true], 0)})"
+            for g, i in zip(guess, shown, strict=True)
+        ]
+    gallery(data.x_test[shown], guess, [true == pred] * len(shown), columns=10, name="cell")
 
 
 def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
@@ -91,15 +151,20 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
         idx = np.random.default_rng(0).choice(len(data.y_test), 24, replace=False)
     pred = probs.argmax(1)
     gallery(data.x_test[idx],
-            [f"{names[pred[i]]} {probs[i, pred[i]]:.0%} ({names[data.y_test[i]]})" for i in idx],
+            [f"{names[pred[i]]} {pct(probs[i, pred[i]], 0)} ({names[data.y_test[i]]})"
+             for i in idx],
             [bool(pred[i] == data.y_test[i]) for i in idx], columns=12, name=mode)  # fmt: skip
 
 
 def main() -> None:
     st.title(t("ev_title"))
-    meta = pick_run(t("ev_run"), "ev_run")
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    with left:
+        meta = pick_run(t("ev_run"), PICKER)
     if meta is None:
         return
+    with right:
+        name_ui(meta["run_id"], PICKER)
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
@@ -109,15 +174,11 @@ def main() -> None:
         st.caption(t("ev_overfit", epoch=meta["overfitting_epoch"]))
     left, right = st.columns([1, 1])
     with left:
-        confusion_ui(meta, probs, data)
+        confusion_ui(meta)
     with right:
         st.subheader(t("ev_report"))
-        st.dataframe(report_table(meta).style.format(precision=4), hide_index=True)
-        st.subheader(t("ev_per_class"))
-        acc = pd.DataFrame({t("ev_class"): [class_name(c) for c in meta["classes"]],
-                            t("ev_accuracy"): [r["accuracy"] for r in
-                                               meta["test"]["per_class"].values()]})  # fmt: skip
-        st.bar_chart(acc, x=t("ev_class"), y=t("ev_accuracy"), horizontal=True)
+        report_ui(meta)
+        per_class_ui(meta)
     cell_gallery_ui(meta, probs, data)
     top_losses_ui(meta, probs, data)
 
