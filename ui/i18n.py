@@ -64,6 +64,10 @@ def paper_source(source: str) -> str:
     return _text.paper_source(source, lang())
 
 
+def dataset_name(name: str) -> str:
+    return _text.dataset_name(name, lang())
+
+
 def class_name(name: str) -> str:
     return _text.class_name(name, lang())
 

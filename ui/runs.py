@@ -25,9 +25,10 @@ def names() -> dict[str, str]:
     return store().names()
 
 
-def label(meta: dict) -> str:
-    """A run's one-line label in the session's language, with its name when it has one."""
-    return text.run_label(meta, lang(), names().get(meta["run_id"]))
+def label(meta: dict, language: str | None = None) -> str:
+    """A run's one-line label in the session's language (or ``language``: a selectbox may
+    format its options outside the session's run), with its name when it has one."""
+    return text.run_label(meta, language or lang(), names().get(meta["run_id"]))
 
 
 def choose(run_id: str) -> None:
@@ -85,8 +86,9 @@ def pick_run(label_text: str, key: str, task: str = "classify", help: str | None
     elif st.session_state.get(key) not in by_id:
         st.session_state[key] = own_latest(list(by_id)) or runs[0]["run_id"]
     picked = (lambda: choose(st.session_state[key])) if shared else None
+    language = lang()  # read now: Streamlit may call format_func outside this run
     run_id = st.selectbox(label_text, list(by_id), key=key, help=help, on_change=picked,
-                          format_func=lambda i: label(by_id[i]))  # fmt: skip
+                          format_func=lambda i: label(by_id[i], language))  # fmt: skip
     if shared:
         choose(run_id)  # the first view's default is kept too: the URL names what is shown
     return by_id[run_id]

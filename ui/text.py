@@ -53,6 +53,14 @@ def paper_source(source: str, lang: str) -> str:
     return source
 
 
+DATASET_NAMES = {"digits (8x8, upscaled to 28x28)": "ds_digits"}  # core's name -> its key
+
+
+def dataset_name(name: str, lang: str) -> str:
+    """A dataset's name as people read it in ``lang`` (a photo folder keeps its own)."""
+    return text(DATASET_NAMES[name], lang) if name in DATASET_NAMES else name
+
+
 def class_name(name: str, lang: str) -> str:
     """A dataset class name in ``lang`` (Fashion-MNIST's are translated; others stay)."""
     return CLASS_NAMES_ES.get(name, name) if lang == "es" else name
@@ -100,7 +108,7 @@ def run_label(meta: dict, lang: str = "en", name: str | None = None) -> str:
              else f"{text('acc_short', lang)} {number(test['accuracy'], lang, 3)}")  # fmt: skip
     parts = [
         meta["model"],
-        meta["dataset"]["name"],
+        dataset_name(meta["dataset"]["name"], lang),
         score,
         f"{len(meta['history']['epoch'])} {text('epochs_short', lang)}",
         meta["run_id"][:6],

@@ -15,9 +15,10 @@ from core import UserError, embed, seed001
 from core.config import DataConfig, from_dict
 from core.runs import resolve
 from ui.charts import confusion, curves, localized
-from ui.i18n import class_name, num, paper_source, styled, t
+from ui.i18n import class_name, num, paper_source, rate, styled, t
 from ui.runs import pick_run
 from ui.state import dataset, jobs, restart_note, show_job, start, store, stored_runs, user
+from ui.text import DASH
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 KEY = "ae_job"  # this page's job in the session and the URL (the Train page has "job")
@@ -62,7 +63,7 @@ def train_section() -> None:
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key="ae_dataset")
     latent = c[1].selectbox(t("ae_latent"), LATENTS, index=1, help=t("ae_latent_help"))
     dropout = c[2].slider(t("ae_dropout"), 0.0, 0.5, 0.1, 0.05, help=t("ae_dropout_help"))
-    lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func=lambda v: num(v, 4).rstrip("0"))
+    lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func={v: rate(v) for v in LRS}.get)
     epochs = c[4].number_input(t("ae_epochs"), 1, 30, 5, help=t("ae_epochs_help"))
     pooling = c[5].toggle(t("ae_pooling"), True, help=t("ae_pooling_help"))
     cfg = seed001.autoencoder(latent, dropout, lr, pooling, int(epochs), DataConfig(data))
@@ -257,7 +258,7 @@ def draw_sweep(epochs: int) -> None:
         typos = [i for i, v in enumerate(paper) if (table, v) in seed001.PROBABLE_TYPOS]
         marked = styled(pd.DataFrame(rows), 3).format(lambda v: f"{num(v, 3)} *",
                                                       subset=(typos, [t("ae_paper")]))  # fmt: skip
-        col.dataframe(marked, hide_index=True)
+        col.dataframe(marked, hide_index=True, placeholder=DASH)
         for i in typos:
             value = list(paper)[i]
             col.caption(t("ae_typo", value=num(value, 2), printed=num(paper[value], 3),
@@ -267,7 +268,7 @@ def draw_sweep(epochs: int) -> None:
              t("ae_paper"): seed001.APPENDIX_MSE[p], t("ae_ours"): ours[("pooling", p)],
              t("ae_state"): state[("pooling", p)]} for p in (True, False)]  # fmt: skip
     st.markdown(f"**{t('ae_appendix')}**")
-    st.dataframe(styled(pd.DataFrame(rows), 3), hide_index=True)
+    st.dataframe(styled(pd.DataFrame(rows), 3), hide_index=True, placeholder=DASH)
 
 
 def table_chart(table: str, paper: dict, ours: dict) -> go.Figure:
@@ -361,7 +362,7 @@ def draw_comparison(encoder: str, runs: dict) -> None:
              t("ae_epochs"): len(m["history"]["epoch"])}
             for mode in MODES if (m := by_mode.get(mode))]  # fmt: skip
     left, right = st.columns([2, 3])
-    left.dataframe(styled(pd.DataFrame(rows)), hide_index=True)
+    left.dataframe(styled(pd.DataFrame(rows)), hide_index=True, placeholder=DASH)
     left.caption(t("ae_paper_acc", acc=num(seed001.CLASSIFIER_ACCURACY, 2)))
     fig = go.Figure()
     for mode, meta in by_mode.items():
@@ -397,7 +398,7 @@ def pooling_table(runs: dict) -> None:
              **{t(f"ae_mode_{mode}"): cells.get((p, mode)) for mode in MODES}}
             for p in (True, False)]  # fmt: skip
     st.markdown(f"**{t('ae_pooling_compare')}**")
-    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True)
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, placeholder=DASH)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from plotly.colors import qualitative
 
 from core import UserError, embed
 from ui.gallery import gallery, page
-from ui.i18n import class_name, num, pct, t
+from ui.i18n import class_name, dataset_name, num, pct, t
 from ui.runs import choose, data_of, default_run, label, model, test_probs
 from ui.state import dataset, store, stored_runs
 from ui.thumbs import MAP_CONFIG, hover_thumbs
@@ -69,7 +69,7 @@ def test_set(meta: dict | None):
         st.warning(t("emb_no_test_set", why=str(e)))
         return None
     if data.identity != meta["dataset"]["identity"]:  # e.g. it fell back to digits here
-        st.warning(t("emb_no_test_set", why=data.name))
+        st.warning(t("emb_no_test_set", why=dataset_name(data.name)))
         return None
     return data
 

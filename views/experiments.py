@@ -19,6 +19,7 @@ from ui.charts import localized
 from ui.i18n import num, rate, styled, t
 from ui.state import dataset as load_dataset
 from ui.state import jobs, store, user
+from ui.text import DASH, table
 
 SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
 SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
@@ -28,6 +29,12 @@ TRAIN_IMAGES = (5000, 10_000, 20_000)  # or t("ex_all"): the whole training spli
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
+
+
+def field_label(name: str) -> str:
+    """A setting's name as the page's language says it (the grid's own key otherwise)."""
+    key = f"ex_field_{name}"
+    return t(key) if key in table() else name
 
 
 def image_choices(dataset: str) -> tuple[str, ...]:
@@ -51,8 +58,9 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
                            help=t("ex_images_help"))  # fmt: skip
     st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
     epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
-    lr = c[4].select_slider(t("ex_lr"), [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0],
-                            2e-3, key=f"{prefix}_lr", format_func=rate,
+    rates = [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0]
+    lr = c[4].select_slider(t("ex_lr"), rates, 2e-3, key=f"{prefix}_lr",
+                            format_func={v: rate(v) for v in rates}.get,
                             help=t("ex_lr_help"))  # fmt: skip
     image_size = None if size == 28 else size
     limit = int("".join(c for c in limit if c.isdigit())) if limit != t("ex_all") else None
@@ -120,7 +128,7 @@ def summary_table(rows: list[dict], label) -> None:
         test = r["test"] or {}
         record = {t("ex_variant"): label(r["variant"]) if label else r["variant"].name}
         for p in params:
-            record[p] = sweep.show(r["variant"].params.get(p, ""))
+            record[field_label(p)] = sweep.show(r["variant"].params.get(p, ""))
         record |= {
             t("ex_state"): state_text(r),
             t("ex_top1"): 1 - test["accuracy"] if "accuracy" in test else None,
@@ -129,7 +137,7 @@ def summary_table(rows: list[dict], label) -> None:
             t("ex_epochs"): len(r["history"].get("epoch", [])) or None,
         }
         records.append(record)
-    st.dataframe(styled(pd.DataFrame(records)), hide_index=True, width="stretch",
+    st.dataframe(styled(pd.DataFrame(records)), hide_index=True, placeholder=DASH, width="stretch",
                  height=35 * (len(records) + 1) + 3)  # fmt: skip
 
 
@@ -199,11 +207,12 @@ def parallel(rows: list[dict]) -> go.Figure | None:
         values = [r["variant"].params.get(p) for r in done]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             log = p in ("lr", "weight_decay") and min(values) > 0
-            dims.append({"label": f"log10 {p}" if log else p,
+            dims.append({"label": f"log10 {field_label(p)}" if log else field_label(p),
                          "values": [math.log10(v) if log else v for v in values]})  # fmt: skip
         else:  # categories (hidden layers, optimizers...) on evenly spaced ticks
             labels = sorted({sweep.show(v) for v in values})
-            dims.append({"label": p, "values": [labels.index(sweep.show(v)) for v in values],
+            dims.append({"label": field_label(p),
+                         "values": [labels.index(sweep.show(v)) for v in values],
                          "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
     accuracy = [r["test"]["accuracy"] for r in done]
     dims.append({"label": t("ex_accuracy"), "values": accuracy})
@@ -318,7 +327,9 @@ def sweep_tab() -> None:
     specs = []
     for i in range(GRID_ROWS):
         left, right = st.columns([1, 3])
-        field = left.selectbox(t("ex_field"), ("—", *SWEEP_FIELDS), key=f"sw_field_{i}")
+        labels = {"—": "—"} | {f: field_label(f) for f in SWEEP_FIELDS}  # made in this run
+        field = left.selectbox(t("ex_field"), list(labels), format_func=labels.get,
+                               key=f"sw_field_{i}")  # fmt: skip
         values = right.text_input(t("ex_values"), key=f"sw_values_{i}", placeholder="0.01|0.001",
                                   help=t("ex_values_help"), disabled=field == "—")  # fmt: skip
         if field != "—" and values.strip():

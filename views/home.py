@@ -12,9 +12,19 @@ import pandas as pd
 import streamlit as st
 
 from core import models, presets
-from ui.i18n import class_name, model_summary, num, paper_source, preset_summary, styled, t
+from ui.i18n import (
+    class_name,
+    dataset_name,
+    model_summary,
+    num,
+    paper_source,
+    preset_summary,
+    styled,
+    t,
+)
 from ui.runs import names
 from ui.state import LOAD, dataset, start, stored_runs
+from ui.text import DASH
 
 SAMPLES_PER_CLASS = 12
 
@@ -51,7 +61,7 @@ def dataset_section(data) -> None:
     st.write(
         t(
             "dataset_summary",
-            name=data.name,
+            name=dataset_name(data.name),
             train=num(len(data.y_train)),
             val=num(len(data.y_val)),
             test=num(len(data.y_test)),
@@ -80,7 +90,7 @@ def models_section() -> None:
     st.header(t("models"))
     rows = [{t("model"): r["name"], t("what"): model_summary(r["name"]),
              t("parameters"): r["params"]} for r in registry_rows()]  # fmt: skip
-    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, width="stretch")
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, placeholder=DASH, width="stretch")
     presets_section()
 
 
@@ -110,7 +120,7 @@ def runs_section() -> None:
         {
             t("run_name"): named.get(m["run_id"], m["run_id"][:8]),
             t("model"): m["model"],
-            t("dataset_column"): m["dataset"]["name"],
+            t("dataset_column"): dataset_name(m["dataset"]["name"]),
             t("accuracy"): m["test"]["accuracy"],
             t("macro_f1"): m["test"]["macro_f1"],
             t("epochs"): len(m["history"]["epoch"]),
@@ -118,7 +128,7 @@ def runs_section() -> None:
         }
         for m in runs
     ]
-    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, width="stretch")
+    st.dataframe(styled(pd.DataFrame(rows)), hide_index=True, placeholder=DASH, width="stretch")
 
 
 def main() -> None:

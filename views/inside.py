@@ -9,7 +9,8 @@ from PIL import Image
 
 from core import UserError, explain, preprocess
 from ui import runs
-from ui.i18n import class_name, num, pct, styled, t
+from ui.i18n import class_name, dataset_name, num, pct, styled, t
+from ui.text import DASH
 
 TOP_K = 3
 # Sizes for a projector at the back of a classroom: a 3x3 filter becomes 96 pixels across and
@@ -60,7 +61,7 @@ def test_data(meta: dict):
         st.warning(t("ins_no_test_set"))
         return None
     if data.identity != meta["dataset"]["identity"]:  # e.g. fell back to digits here
-        st.warning(t("ins_other_test_set", name=data.name))
+        st.warning(t("ins_other_test_set", name=dataset_name(data.name)))
         return None
     return data
 
@@ -130,7 +131,7 @@ def prediction_ui(probs: np.ndarray, classes: list[str]) -> int:
     # A progress column writes its number in English whatever the Styler says, so the bar
     # gets no text (a format without a placeholder) and the percentage its own column.
     bar = st.column_config.ProgressColumn(" ", min_value=0, max_value=1, format=" ")
-    st.dataframe(styled(table).format(pct, subset=[prob]), hide_index=True,
+    st.dataframe(styled(table).format(pct, subset=[prob]), hide_index=True, placeholder=DASH,
                  column_config={"bar": bar})  # fmt: skip
     names = {c: class_name(classes[c]) for c in top}
     return st.radio(t("ins_explain_class"), top, format_func=names.__getitem__,

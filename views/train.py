@@ -104,8 +104,9 @@ def options_ui() -> RunConfig:
         batch = st.select_slider(t("tr_batch"), _with(BATCH_SIZES, base.train.batch_size),
                                  base.train.batch_size,
                                  help=t("tr_help_batch"), key=k + "batch")  # fmt: skip
-        lr = st.select_slider(t("tr_lr"), _with(LEARNING_RATES, base.train.lr), base.train.lr,
-                              format_func=rate, help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
+        rates = _with(LEARNING_RATES, base.train.lr)
+        lr = st.select_slider(t("tr_lr"), rates, base.train.lr, format_func=spoken(rates).get,
+                              help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
     with c2:
         optimizer = st.selectbox(t("tr_optimizer"), ["adamw", "adam", "sgd"],
                                  index=["adamw", "adam", "sgd"].index(base.train.optimizer),
@@ -125,12 +126,10 @@ def options_ui() -> RunConfig:
                               help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
     with c3:
         model_options = model_options_ui(name, base.model, k)
-        off = t("tr_off")
-        l1 = st.select_slider(t("tr_l1"), _with(PENALTIES, base.train.l1), base.train.l1,
-                              format_func=lambda v: rate(v) if v else off,
+        l1s, l2s = _with(PENALTIES, base.train.l1), _with(PENALTIES, base.train.l2)
+        l1 = st.select_slider(t("tr_l1"), l1s, base.train.l1, format_func=spoken(l1s).get,
                               help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
-        l2 = st.select_slider(t("tr_l2"), _with(PENALTIES, base.train.l2), base.train.l2,
-                              format_func=lambda v: rate(v) if v else off,
+        l2 = st.select_slider(t("tr_l2"), l2s, base.train.l2, format_func=spoken(l2s).get,
                               help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
         most = max(32 if photos else 4, base.train.jitter)
         jitter = st.slider(t("tr_jitter"), 0, most, base.train.jitter,
@@ -245,6 +244,12 @@ def balance_view(path: str) -> None:
 
 def _preset_label(name: str) -> str:
     return t("tr_custom") if name == CUSTOM else f"{name} — {preset_summary(name)}"
+
+
+def spoken(values: list[float]) -> dict[float, str]:
+    """How the sliders write each rate, made now (Streamlit may format options outside
+    the run, where the session's language is unknown): 0 is "off"."""
+    return {v: rate(v) if v else t("tr_off") for v in values}
 
 
 def _with(values: list, value) -> list:
