@@ -1,6 +1,7 @@
 """In-app training against the command line: the same config, side by side, in one run.
 
     .venv/bin/python bench/inapp.py [--rounds 3] [--epochs 2] [--model cnn_bn] [--browser]
+                                    [--every 0.5,1.0]
 
 Each round trains the config twice, each time on a fresh store: once with
 ``python -m core train``, once from the app's Train page (the app started as ``make run``
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,9 +50,23 @@ def command_line(model: str, epochs: int, scratch: Path) -> dict:
     return {"run_id": result["run_id"], "images_per_second": meta["images_per_second"]}
 
 
-def in_app(model: str, epochs: int, scratch: Path, browser: bool) -> dict:
+def browser_cpu_seconds() -> float:
+    """CPU time (user + system) of every Chromium process on the machine, so far."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().split(") ", 1)
+        except OSError:
+            continue
+        if "chrom" in name.rsplit("(", 1)[-1]:
+            values = fields.split()
+            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) -> dict:
     store = Path(tempfile.mkdtemp(dir=scratch))
-    app = App(str(store))
+    app = App(str(store), env={"CNN_CLASSROOM_LIVE_EVERY": str(every)})
     app.start()
     try:
         s = Session(app.url, timeout=120)
@@ -57,10 +74,11 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool) -> dict:
         time.sleep(15)  # both done, as when a teacher opened the app before the class
         s.set("Model", model)
         s.set("Epochs", epochs)
-        cpu = app.cpu_seconds()
+        cpu, drawn = app.cpu_seconds(), browser_cpu_seconds()
         started = time.perf_counter()
+        done = threading.Event()
         if browser:
-            job_id = _watch_in_chromium(app.url, s.query, model, epochs)
+            job_id = _watch_in_chromium(app.url, s.query, model, epochs, done)
             s.close()
         else:
             s.click("Start")
@@ -71,19 +89,20 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool) -> dict:
                 s.tick()
             time.sleep(0.05)
         seconds, cpu = time.perf_counter() - started, app.cpu_seconds() - cpu
+        drawn = browser_cpu_seconds() - drawn
+        done.set()  # this round's browser closes (it would poll a dead server otherwise)
         meta = Store(store).meta(job.run_id)
         return {"run_id": job.run_id, "images_per_second": meta["images_per_second"],
-                "server_cpu_s": cpu, "seconds": seconds,
+                "server_cpu_s": cpu, "seconds": seconds, "browser_cpu_s": drawn,
                 "fragment_reruns": 0 if browser else s.fragment_runs}  # fmt: skip
     finally:
         app.kill()
 
 
-def _watch_in_chromium(url: str, query: dict, model: str, epochs: int) -> str:
+def _watch_in_chromium(url: str, query: dict, model: str, epochs: int,
+                       done: threading.Event) -> str:  # fmt: skip
     """Open the Train page in headless Chromium, set the model and epochs, press Start,
-    and keep the page open (in a thread) until the bench ends; the job id."""
-    import threading
-
+    and keep the page open (in a thread) until ``done``; the job id."""
     from playwright.sync_api import sync_playwright
 
     ready, box = threading.Event(), {}
@@ -116,7 +135,9 @@ def _watch_in_chromium(url: str, query: dict, model: str, epochs: int) -> str:
             page.wait_for_url("**job=*", timeout=60_000)
             box["job"] = page.url.split("job=")[1].split("&")[0]
             ready.set()
-            page.wait_for_timeout(600_000)  # the daemon thread ends with the bench
+            while not done.wait(0.2):
+                page.wait_for_timeout(50)  # playwright's own loop keeps serving the page
+            browser.close()
 
     threading.Thread(target=watch, daemon=True).start()
     ready.wait(180)
@@ -131,23 +152,31 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--model", default="cnn_bn")
     p.add_argument("--browser", action="store_true", help="watch in a real headless Chromium")
+    p.add_argument("--every", default="1.0",
+                   help="the live page's redraw interval(s) in seconds, e.g. 0.5,1.0: each "
+                        "round trains once per interval (CNN_CLASSROOM_LIVE_EVERY)")  # fmt: skip
     args = p.parse_args()
+    intervals = [float(x) for x in args.every.split(",")]
     scratch = Path(tempfile.mkdtemp(prefix="cnn-classroom-inapp-"))
-    ratios = []
+    ratios: dict[float, list[float]] = {every: [] for every in intervals}
     for r in range(1, args.rounds + 1):
         cli = command_line(args.model, args.epochs, scratch)
-        app = in_app(args.model, args.epochs, scratch, args.browser)
-        if cli["run_id"] != app["run_id"]:
-            sys.exit(f"not the same config: {cli['run_id']} against {app['run_id']}")
-        ratio = app["images_per_second"] / cli["images_per_second"]
-        ratios.append(ratio)
-        print(f"round {r}: command line {cli['images_per_second']:,.0f} img/s, in the app "
-              f"{app['images_per_second']:,.0f} img/s ({ratio:.3f}x); server CPU "
-              f"{app['server_cpu_s']:.1f} s over {app['seconds']:.1f} s, "
-              f"{app['fragment_reruns']} fragment reruns", flush=True)  # fmt: skip
+        for every in intervals:
+            app = in_app(args.model, args.epochs, scratch, args.browser, every)
+            if cli["run_id"] != app["run_id"]:
+                sys.exit(f"not the same config: {cli['run_id']} against {app['run_id']}")
+            ratio = app["images_per_second"] / cli["images_per_second"]
+            ratios[every].append(ratio)
+            print(f"round {r}, redraw every {every:g} s: command line "
+                  f"{cli['images_per_second']:,.0f} img/s, in the app "
+                  f"{app['images_per_second']:,.0f} img/s ({ratio:.3f}x); over "
+                  f"{app['seconds']:.1f} s the server used {app['server_cpu_s']:.1f} s of CPU, "
+                  f"the browser {app['browser_cpu_s']:.1f} s; "
+                  f"{app['fragment_reruns']} fragment reruns", flush=True)  # fmt: skip
     print(json.dumps({"model": args.model, "epochs": args.epochs, "browser": args.browser,
-                      "ratios": [round(x, 3) for x in ratios],
-                      "median_ratio": round(statistics.median(ratios), 3)}))  # fmt: skip
+                      "ratios": {str(e): [round(x, 3) for x in v] for e, v in ratios.items()},
+                      "median_ratio": {str(e): round(statistics.median(v), 3)
+                                       for e, v in ratios.items()}}))  # fmt: skip
 
 
 if __name__ == "__main__":

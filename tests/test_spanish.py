@@ -3,6 +3,7 @@ it, is searched for each text of the English catalogue (and core's English summa
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -21,31 +22,42 @@ OWNER = "5a5a5a5a5a5a5a5a"
 # are not text); a title's or an annotation's "text" counts under its parent's name.
 CHART_TEXT = {"text", "title", "name", "hovertemplate", "texttemplate", "ticktext", "label"}
 BILINGUAL = {"Language · Idioma"}  # the language switch speaks both on purpose
-PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside", "autoencoder",
-         "experiments"]  # fmt: skip  (Classify is the Gradio tab: tests/test_gradio*.py)
+PAGES = [
+    "home",
+    "train",
+    "evaluate",
+    "compare",
+    "embeddings",
+    "inside",
+    "autoencoder",
+    "experiments",
+]  # fmt: skip  (Classify is the Gradio tab: tests/test_gradio*.py)
 
 
+@functools.cache
 def english_texts() -> dict[str, str]:
     """{where it comes from: English text} for everything that has a Spanish version."""
     catalogue = table()
-    spanish = " ".join(v["es"] for v in catalogue.values() if "es" in v)
+    spanish = [v["es"] for v in catalogue.values() if "es" in v]
     texts = {key: v["en"] for key, v in catalogue.items() if "en" in v and v["en"] != v.get("es")}
     texts |= {f"model {e.name}": e.summary for e in models.list_models()}
     texts |= {f"preset {p.name}": p.summary for p in presets.PRESETS.values()}
     texts |= {f"paper {p.name}": p.paper["source"] for p in presets.PRESETS.values() if p.paper}
     texts |= {f"class {en}": en for en in CLASS_NAMES_ES}
     # A word the Spanish text itself uses ("train/" folders, "MSE") is not a leak.
-    return {k: v for k, v in texts.items() if _literal(v) and not re.search(_pattern(v), spanish)}
+    return {k: v for k, v in texts.items()
+            if _literal(v) and not any(_pattern(v).search(es) for es in spanish)}  # fmt: skip
 
 
 def _literal(template: str) -> str:
     return re.sub(r"\{[^}]*\}", "", template).strip(" .,:;·()—-")
 
 
-def _pattern(template: str) -> str:
+@functools.cache
+def _pattern(template: str) -> re.Pattern:
     """``template`` as a regex: its placeholders match anything, whole words only."""
     parts = re.split(r"\{[^}]*\}", template)
-    return r"(?<!\w)" + ".+?".join(re.escape(p) for p in parts) + r"(?!\w)"
+    return re.compile(r"(?<!\w)" + ".+?".join(re.escape(p) for p in parts) + r"(?!\w)")
 
 
 def strings(message) -> list[str]:
@@ -115,11 +127,20 @@ def spanish_store(tmp_path_factory, tiny_run):
     return root
 
 
-@pytest.mark.parametrize("name", PAGES)
-def test_a_spanish_page_shows_no_english(spanish_store, monkeypatch, name):
-    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(spanish_store))
+@pytest.fixture(scope="module")
+def fresh_caches():
+    """One server for every page: its caches emptied once, then filled by the first page
+    (as a class's server is), not decoded again for each page."""
     st.cache_data.clear()
     st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_a_spanish_page_shows_no_english(spanish_store, fresh_caches, monkeypatch, name):
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(spanish_store))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.query_params["lang"], at.query_params["user"] = "es", OWNER
     at.switch_page(f"views/{name}.py").run()
@@ -128,7 +149,7 @@ def test_a_spanish_page_shows_no_english(spanish_store, monkeypatch, name):
     assert len(texts) > 10, texts  # the page was drawn
     leaks = sorted({f"{where}: {english!r} in {text!r}"
                     for where, english in english_texts().items()
-                    for text in texts if re.search(_pattern(english), text)})  # fmt: skip
+                    for text in texts if _pattern(english).search(text)})  # fmt: skip
     names = {e.name for e in models.list_models()}  # "ae_classifier" is a model and a key
     keys = sorted({text for text in texts  # a raw catalogue key shown instead of its text
                    if text in table() and "_" in text and text not in names})  # fmt: skip
@@ -141,10 +162,10 @@ def test_the_check_finds_english_where_there_is_some():
     english = english_texts()
 
     def found(text: str) -> set[str]:
-        return {k for k, e in english.items() if re.search(_pattern(e), text)}
+        return {k for k, e in english.items() if _pattern(e).search(text)}
 
     assert "tr_epochs" in found("Epochs")
     assert not found("Comenzar") and not found("Épocas · Ejemplos de cada clase")
     progress = "epoch 2/5 · 1,234 images/s · about 9 s left · loss 0.300"
-    assert re.search(_pattern(english["tr_progress"]), progress)
+    assert _pattern(english["tr_progress"]).search(progress)
     assert "tr_split_train" not in english  # "train/" folders are named in the Spanish text
