@@ -25,7 +25,11 @@ PAGES = [
     ("classify", ":material/draw:"),
 ]
 
-st.set_page_config(page_title="CNN Classroom", page_icon=":material/checkroom:", layout="wide")
+st.set_page_config(
+    page_title="CNN Classroom",
+    page_icon=__file__.removesuffix("app.py") + "assets/favicon.png",  # not a CDN (offline)
+    layout="wide",
+)
 language_picker()
 user()
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page

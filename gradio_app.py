@@ -19,10 +19,12 @@ Gradio's cache an hour after they came (DELETE_CACHE), and all of them when the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a classroom
 
@@ -31,7 +33,7 @@ import numpy as np
 
 from core import UserError, classify, explain, preprocess
 from core.device import cores
-from ui.text import LANGUAGES, class_name, run_label, text
+from ui.text import LANGUAGES, class_name, number, run_label, text
 
 TOP_K = 5  # classes shown in the answer
 SHOWN = 224  # pixels the 28x28 pictures are enlarged to (nearest neighbour: crisp pixels)
@@ -43,6 +45,7 @@ QUEUE_SIZE = 128  # waiting calls beyond this are told the server is busy
 # picture is answered at once; another model picked for one older than that asks for the
 # picture again (its file is gone, so it cannot be read).
 DELETE_CACHE = (600, 3600)
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"  # served by this server
 
 
 def _upload_folder() -> str:
@@ -62,11 +65,13 @@ def _message(error: UserError, lang: str) -> str:
     if isinstance(error, preprocess.BlankImage):
         return text("cls_blank", lang)
     if isinstance(error, preprocess.ImageTooLarge):
-        size = f"{error.pixels / 1e6:.0f}" if error.pixels else "?"
-        return text("cls_too_large", lang, size=size, limit=f"{preprocess.MAX_PIXELS / 1e6:.0f}")
+        size = number(error.pixels / 1e6, lang) if error.pixels else "?"
+        return text(
+            "cls_too_large", lang, size=size, limit=number(preprocess.MAX_PIXELS / 1e6, lang)
+        )
     if isinstance(error, classify.FileTooLarge):
-        return text("cls_file_too_large", lang, size=f"{error.size / 2**20:.1f}",
-                    limit=f"{MAX_FILE_SIZE / 2**20:.0f}")  # fmt: skip
+        return text("cls_file_too_large", lang, size=number(error.size / 2**20, lang, 1),
+                    limit=number(MAX_FILE_SIZE / 2**20, lang))  # fmt: skip
     if isinstance(error, classify.NoRun):
         return text("cls_run_missing" if error.run_id else "cls_no_run", lang)
     if isinstance(error, preprocess.UnreadableImage):
@@ -98,9 +103,10 @@ class ClassifyTab:
             best = self.classifier.ensure_run(report)
         except UserError as e:
             return gr.update(choices=[], value=None), _message(e, lang)
-        runs = self.classifier.runs()
-        options = [(run_label(m), m["run_id"]) for m in runs]
-        return gr.update(choices=options, value=best), text("cls_ready", lang, n=len(runs))
+        runs, names = self.classifier.runs(), self.classifier.store.names()
+        options = [(run_label(m, lang, names.get(m["run_id"])), m["run_id"]) for m in runs]
+        ready = text("cls_ready", lang, n=number(len(runs), lang))
+        return gr.update(choices=options, value=best), ready
 
     # -- classifying -----------------------------------------------------------------------
     def _answer(self, path: str | None, run_id: str | None, lang: str):
@@ -209,23 +215,76 @@ def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
     drawn.then(lambda: "sketch", None, source, api_visibility="private")
     given = photo.change(tab.from_photo, [photo, run, language], outputs, **quiet)
     given.then(lambda: "photo", None, source, api_visibility="private")
-    clear.click(lambda: None, None, sketch, api_visibility="private", queue=False)
+    # The editor's own trash button, pressed for the student: setting the sketchpad's value
+    # from the server (returning None) left it waiting on a timer that never ended, drawing
+    # nothing until the page was reloaded (Gradio 6.31).
+    clear.click(None, js=_CLEAR.replace("SKETCH", f"sketch-{lang}"), api_visibility="private")
     run.change(tab.again, [source, sketch, photo, run, language], outputs, **quiet)
     for trigger in (demo.load, refresh.click):  # the list fills when the page opens
         trigger(tab.choices, language, [run, status], api_visibility="private")
-    demo.load(None, js=_PICK_BRUSH.replace("SKETCH", f"sketch-{lang}"))
+    demo.load(None, js=_page_script(lang))
 
 
-# Gradio's sketchpad opens with no tool selected ("select the draw tool to start"): pick the
-# brush (the first of its round tool buttons) so a student can draw at once.
-_PICK_BRUSH = """() => {
-  let tries = 0;
-  const pick = () => {
-    const brush = document.querySelector("#SKETCH button.quite-round");
-    if (brush) brush.click(); else if (tries++ < 40) setTimeout(pick, 100);
+# Gradio's own labels that it does not translate (no i18n key): the key of their text here,
+# whose English is Gradio's exact words. The page replaces them in aria-label and title.
+_GRADIO_LABELS = ["upload_file", "capture", "paste", "click_upload", "file_input", "more_tabs",
+                  "undo"]  # fmt: skip
+
+
+def _page_script(lang: str) -> str:
+    """The page's script, run once it loads: keep the brush, Gradio's labels in ``lang``."""
+    labels = {}
+    if lang != "en":
+        labels = {text(f"cls_g_{k}", "en"): text(f"cls_g_{k}", lang) for k in _GRADIO_LABELS}
+    return _PAGE.replace("SKETCH", f"sketch-{lang}").replace("LABELS", json.dumps(labels))
+
+
+# Watches the page as Gradio redraws it. (1) Gradio's sketchpad has no tool selected when it
+# opens, and again after its trash button empties it: it then shows "select the draw tool to
+# start" and ignores the mouse. Whenever it is in that state, pick the brush (the first of
+# its round tool buttons) so a student draws at once and keeps drawing after a clear.
+# (2) Gradio's untranslated labels (LABELS: its English -> ours) are replaced.
+_PAGE = """() => {
+  const labels = LABELS;
+  const pickBrush = () => {
+    const root = document.querySelector("#SKETCH");
+    const prompt = root && root.querySelector(".image-container > .empty.wrap");
+    if (!prompt || !prompt.textContent.trim()) return;  // a tool is selected
+    if (root.querySelector(".toolbar-wrap button.highlight")) return;
+    const brush = root.querySelector(".toolbar-wrap button.quite-round");
+    if (brush) brush.click();
   };
-  pick();
+  const relabel = () => {
+    for (const [english, words] of Object.entries(labels)) {
+      for (const name of ["aria-label", "title"]) {
+        for (const e of document.querySelectorAll(`[${name}="${english}"]`)) {
+          e.setAttribute(name, words);
+        }
+      }
+    }
+  };
+  const both = () => { pickBrush(); relabel(); };
+  new MutationObserver(both).observe(document.body, {childList: true, subtree: true,
+    attributes: true, attributeFilter: ["aria-label", "title"]});
+  both();
 }"""
+# "Clear drawing": the last button of the editor's top bar is its trash (clear canvas).
+_CLEAR = """() => {
+  const buttons = document.querySelectorAll("#SKETCH .top-panel button");
+  if (buttons.length) buttons[buttons.length - 1].click();
+}"""
+# Gradio words its own buttons, tooltips and status messages in the browser's language, but
+# a page's language here is its address (English at /, Spanish at /es): set Gradio's locale
+# from the address, through the same call its settings panel makes. This runs once Gradio's
+# own modules are loaded (it adds this to the page after they start).
+_LOCALE = """<script>
+(async () => {
+  const lang = /\\/es\\/?$/.test(location.pathname) ? "es" : "en";
+  const core = performance.getEntriesByType("resource").map((e) => e.name)
+    .find((url) => /\\/assets\\/core-[\\w-]+\\.js$/.test(new URL(url).pathname));
+  if (core) (await import(core)).changeLocale(lang);
+})();
+</script>"""
 
 
 def build_demo(classifier: classify.Classifier | None = None) -> gr.Blocks:
@@ -244,8 +303,16 @@ def build_demo(classifier: classify.Classifier | None = None) -> gr.Blocks:
     return demo
 
 
+def _gradio_words() -> gr.I18n:
+    """Words Gradio's own interface lacks in its translations (it would show the key)."""
+    keys = {"common.complete": "cls_gradio_complete"}
+    return gr.I18n(**{lang: {k: text(v, lang) for k, v in keys.items()} for lang in LANGUAGES})
+
+
 def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
-    """Serve ``demo`` safely: no share link, no run history, the upload cap."""
+    """Serve ``demo`` safely: no share link, no run history, the upload cap; Gradio's own
+    words in the page's language, its favicon from this server. No footer: its API and
+    settings pages are in English (the API itself still answers, see the module's doc)."""
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -255,6 +322,10 @@ def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
         show_error=False,
         ssr_mode=False,
         quiet=True,
+        favicon_path=FAVICON,
+        footer_links=[],
+        i18n=_gradio_words(),
+        head=_LOCALE,
         **kwargs,
     )
 

@@ -7,6 +7,7 @@ Needs Debian's chromium (make setup installs it); skipped where there is none.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -39,10 +40,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port with an empty store of its own."""
-    store = tmp_path_factory.mktemp("browser-store")
+@contextlib.contextmanager
+def streamlit_server(store: Path):
+    """`streamlit run app.py` on a free port with ``store`` as its model store (and the
+    Gradio classify tab it starts on another free port); yields its URL."""
     port = free_port()
     env = dict(os.environ, CNN_CLASSROOM_STORE=str(store), CNN_CLASSROOM_OFFLINE="1",
                CNN_CLASSROOM_GRADIO="on", CNN_CLASSROOM_GRADIO_PORT=str(free_port()))  # fmt: skip
@@ -72,6 +73,13 @@ def server(tmp_path_factory):
         proc.kill()
         proc.wait()
         pytest.fail("the server did not stop within 60 s: " + log.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app with an empty store of its own."""
+    with streamlit_server(tmp_path_factory.mktemp("browser-store")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
