@@ -8,6 +8,7 @@ figures are measured by bench/classify_bench.py, not here.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import socket
 import subprocess
@@ -338,6 +339,19 @@ def test_the_model_list_offers_the_best_run_first(tab):
     best = tab.classifier.best()
     assert update["value"] == best and update["choices"][0][1] == best
     assert "1 trained model" in status
+
+
+def test_the_model_list_names_a_named_run_in_the_pages_language(tab):
+    best = tab.classifier.best()
+    tab.classifier.store.set_name(best, "mi primera red")
+    try:
+        update, status = tab.choices("es", progress=lambda *a, **k: None)
+    finally:
+        tab.classifier.store.set_name(best, "")
+    label = dict((run_id, label) for label, run_id in update["choices"])[best]
+    assert label.startswith("mi primera red · cnn_bn · ")
+    assert re.search(r" · exact\. 0,\d{3} · \d+ ép · ", label), label  # a decimal comma
+    assert "1 modelo(s) entrenado(s)" in status
 
 
 # -- a student draws in a real browser -----------------------------------------------------
