@@ -116,7 +116,7 @@ def test_runs_table_shows_a_stored_run(tiny_run, tmp_path, monkeypatch):
         st.cache_resource.clear()
     assert not at.info
     runs = at.dataframe[-1].value
-    assert list(runs["run"]) == [tiny_run.run_id[:8]]
+    assert list(runs[text("run_name")]) == [tiny_run.run_id[:8]]  # no name given: its id
     assert list(runs[text("model")]) == ["mlp"]
     assert runs[text("accuracy")].iloc[0] == pytest.approx(
         tiny_run.meta["test"]["accuracy"], abs=1e-4
