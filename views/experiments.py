@@ -310,13 +310,13 @@ def seed002_preset() -> None:
     st.session_state["sw_limit"] = t("ex_all")  # seed 002 trained on the whole training set
     for i in range(GRID_ROWS):
         field, values = SEED002["rows"][i] if i < len(SEED002["rows"]) else ("—", "")
-        st.session_state[f"sw_field_{i}"] = field
+        st.session_state[f"sw_field_{i}"] = field_label(field) if field != "—" else "—"
         st.session_state[f"sw_values_{i}"] = values
 
 
 def sweep_tab() -> None:
     st.caption(t("ex_sweep_intro"))
-    for key, value in (("sw_model", "cnn_small"), ("sw_field_0", "hidden"),
+    for key, value in (("sw_model", "cnn_small"), ("sw_field_0", field_label("hidden")),
                        ("sw_values_0", "100|50,50|3x75")):  # fmt: skip
         st.session_state.setdefault(key, value)  # defaults here: the preset button sets them
     c = st.columns([2, 3])
@@ -327,9 +327,11 @@ def sweep_tab() -> None:
     specs = []
     for i in range(GRID_ROWS):
         left, right = st.columns([1, 3])
-        labels = {"—": "—"} | {f: field_label(f) for f in SWEEP_FIELDS}  # made in this run
-        field = left.selectbox(t("ex_field"), list(labels), format_func=labels.get,
-                               key=f"sw_field_{i}")  # fmt: skip
+        # The options are the labels people read (as AppTest compares them), mapped back.
+        fields = {"—": "—"} | {field_label(f): f for f in SWEEP_FIELDS}
+        if st.session_state.get(f"sw_field_{i}") not in fields:  # the other language's label
+            st.session_state.pop(f"sw_field_{i}", None)
+        field = fields[left.selectbox(t("ex_field"), list(fields), key=f"sw_field_{i}")]
         values = right.text_input(t("ex_values"), key=f"sw_values_{i}", placeholder="0.01|0.001",
                                   help=t("ex_values_help"), disabled=field == "—")  # fmt: skip
         if field != "—" and values.strip():
