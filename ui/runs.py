@@ -11,6 +11,7 @@ import numpy as np
 import streamlit as st
 
 from core.config import DataConfig
+from core.store import MAX_NAME
 from ui import text
 from ui.i18n import lang, t
 from ui.state import dataset, jobs, store, stored_runs, user
@@ -29,6 +30,27 @@ def label(meta: dict, language: str | None = None) -> str:
     """A run's one-line label in the session's language (or ``language``: a selectbox may
     format its options outside the session's run), with its name when it has one."""
     return text.run_label(meta, language or lang(), names().get(meta["run_id"]))
+
+
+def name_ui(run_id: str, prefix: str, label_text: str, help: str,
+            placeholder: str | None = None, picker: str | None = None) -> None:  # fmt: skip
+    """A text box (key ``prefix_<run id>``) naming the run; the name, as the store keeps it,
+    then shows in every run label on every page. ``picker``: the key of the page's run
+    picker, if it has one."""
+    key = f"{prefix}_{run_id}"
+    if key not in st.session_state:  # opened on the run's current name
+        st.session_state[key] = names().get(run_id, "")
+
+    def rename() -> None:
+        st.session_state[key] = store().set_name(run_id, st.session_state[key])  # as kept
+        names.clear()  # every label shows it from this rerun on
+        if picker is not None:
+            # The browser keeps showing a picked option's old label while the pick is
+            # unchanged; setting the pick again makes it redraw with the new label.
+            st.session_state[picker] = run_id
+
+    st.text_input(label_text, key=key, max_chars=MAX_NAME, on_change=rename,
+                  placeholder=placeholder, help=help)  # fmt: skip
 
 
 def choose(run_id: str) -> None:

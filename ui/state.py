@@ -131,6 +131,9 @@ def _redraw(job_id: str, view, keep) -> None:
         st.rerun()
 
 
+LIVE_ENV, LIVE_EVERY = "CNN_CLASSROOM_LIVE_EVERY", 1.0
+
+
 def _live_every() -> float:
     """Seconds between redraws of a running job's page (CNN_CLASSROOM_LIVE_EVERY, 0.25-10).
     Each redraw costs the server a script run and the browser a new chart: at 1 s the curve
@@ -139,9 +142,6 @@ def _live_every() -> float:
         return min(10.0, max(0.25, float(os.environ.get(LIVE_ENV, LIVE_EVERY))))
     except ValueError:
         return LIVE_EVERY
-
-
-LIVE_ENV, LIVE_EVERY = "CNN_CLASSROOM_LIVE_EVERY", 1.0
 
 
 @st.fragment(run_every=_live_every())

@@ -46,11 +46,16 @@ def paper_source(source: str, lang: str) -> str:
     "section", ...) are the catalogue's ``src_*`` entries, longest first."""
     if lang == "en":
         return source
+    for english, word in _source_words():
+        source = english.sub(word[lang], source)
+    return source
+
+
+@functools.cache
+def _source_words() -> list[tuple[re.Pattern, dict]]:
     words = sorted((v for k, v in table().items() if k.startswith("src_")),
                    key=lambda v: -len(v["en"]))  # fmt: skip
-    for word in words:
-        source = re.sub(rf"\b{re.escape(word['en'])}\b", word[lang], source)
-    return source
+    return [(re.compile(rf"\b{re.escape(w['en'])}\b"), w) for w in words]
 
 
 DATASET_NAMES = {"digits (8x8, upscaled to 28x28)": "ds_digits"}  # core's name -> its key

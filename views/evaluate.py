@@ -7,37 +7,17 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics, presets
-from core.store import MAX_NAME
 from ui import runs
 from ui.charts import confusion, curves, per_class
 from ui.gallery import gallery, page
 from ui.i18n import class_name, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
-from ui.state import store
 from ui.text import DASH
 
 GALLERY_LIMIT = 48  # images of a clicked cell per page
 PICKER = "ev_run"  # the run picker's key
 CELL = "cm_cell"  # session: (run id, cell number) of the last clicked cell
 SCORES = ("precision", "recall", "f1")
-
-
-def name_ui(run_id: str, picker: str) -> None:
-    """A text box naming the run; the name then shows in every run label, on every page
-    (``picker``: the key of this page's run picker)."""
-    key = f"ev_name_{run_id}"
-    if key not in st.session_state:  # opened on the run's current name
-        st.session_state[key] = runs.names().get(run_id, "")
-
-    def rename() -> None:
-        st.session_state[key] = store().set_name(run_id, st.session_state[key])  # as kept
-        runs.names.clear()  # every label shows it from this rerun on
-        # The browser keeps showing a picked option's old label while the pick is
-        # unchanged; setting the pick again makes it redraw with the new label.
-        st.session_state[picker] = run_id
-
-    st.text_input(t("ev_name"), key=key, max_chars=MAX_NAME, on_change=rename,
-                  placeholder=t("ev_name_placeholder"), help=t("ev_name_help"))  # fmt: skip
 
 
 def summary_ui(meta: dict) -> None:
@@ -164,7 +144,14 @@ def main() -> None:
     if meta is None:
         return
     with right:
-        name_ui(meta["run_id"], PICKER)
+        runs.name_ui(
+            meta["run_id"],
+            "ev_name",
+            t("ev_name"),
+            t("ev_name_help"),
+            t("ev_name_placeholder"),
+            PICKER,
+        )
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)

@@ -19,11 +19,10 @@ from core.config import (
     parse_sizes,
 )
 from core.data import BUILTIN
-from core.store import MAX_NAME
 from ui import datasets as photo_sets
 from ui.charts import curves
 from ui.i18n import num, pct, preset_summary, rate, t
-from ui.runs import choose, names
+from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, restart_note, show_job, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
@@ -95,8 +94,8 @@ def options_ui() -> RunConfig:
         photos = dataset not in BUILTIN
         # Widget keys per form and kind of data: a new form or dataset kind resets them.
         k = f"f{form}_{'photos' if photos else 'builtin'}_"
-        if k not in st.session_state.get("tr_kinds", ()):
-            st.session_state["tr_kinds"] = (k,)
+        if st.session_state.get("tr_kind") != k:
+            st.session_state["tr_kind"] = k
             if st.session_state.get(PRESET, CUSTOM) == CUSTOM:  # photos get their shift
                 base = st.session_state[BASE] = recipes.with_recipe(base, name, dataset)
         epochs = st.number_input(t("tr_epochs"), 1, MAX_EPOCHS, base.train.epochs,
@@ -262,7 +261,7 @@ def current_job():
     return jobs().get(job_id, user()) if job_id else None
 
 
-def finished_ui(run_id: str, key: str) -> None:
+def finished_ui(run_id: str) -> None:
     """What a finished run scored, and the way to its mistakes; it becomes the run every
     page opens on."""
     meta = store().meta(run_id)
@@ -275,11 +274,7 @@ def finished_ui(run_id: str, key: str) -> None:
     st.success(score)
     if "accuracy" in test:
         st.page_link("views/evaluate.py", label=t("tr_open_evaluate"), icon=":material/fact_check:")
-    name = st.text_input(t("tr_name"), names().get(run_id, ""), max_chars=MAX_NAME,
-                         help=t("tr_help_name"), key=f"{key}_name_{run_id}")  # fmt: skip
-    if name != names().get(run_id, ""):
-        store().set_name(run_id, name)
-        names.clear()
+    name_ui(run_id, "tr_name", t("tr_name"), t("tr_help_name"))
 
 
 def stored_view(run_id: str) -> None:
@@ -287,7 +282,7 @@ def stored_view(run_id: str) -> None:
     if meta is None:
         return
     st.info(t("tr_in_store"))
-    finished_ui(run_id, "stored")
+    finished_ui(run_id)
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="stored_curves")  # fmt: skip
 
@@ -325,7 +320,7 @@ def job_view(job_id: str) -> None:
             loss=num(progress["loss"], 3)))  # fmt: skip
     elif state == "done":
         st.info(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
-        finished_ui(snap["run_id"], job_id)
+        finished_ui(snap["run_id"])
     elif state == "diverged":
         st.error(t("tr_diverged", why=snap["message"]))
     elif state in ("stopped", "failed"):
