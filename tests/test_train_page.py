@@ -145,3 +145,16 @@ def test_a_finished_run_says_what_it_scored_and_links_to_evaluate(server, tiny_r
     # Naming it: the name is kept beside the store and shown in the run's labels.
     widget(at, "text_input", "Name this run").input("  Ana's <b>first</b> net  ").run()
     assert root.names()[tiny_run.run_id] == "Ana's <b>first</b> net"
+
+
+def test_a_refresh_on_a_stored_run_keeps_it_and_its_settings(server, tiny_run):
+    """Home's Run on a preset already trained shows it at once; the URL names it, so a
+    refresh shows it again, with its settings in the form."""
+    shutil.copytree(Store(tiny_run.root).path(tiny_run.run_id),
+                    server.store.path(tiny_run.run_id))  # fmt: skip
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["user"], at.query_params["stored"] = OWNER, tiny_run.run_id
+    at.switch_page("views/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {k: form(at)[k] for k in expected(TINY)} == expected(TINY)
+    assert any("Already trained" in i.value for i in at.info)

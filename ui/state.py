@@ -84,7 +84,7 @@ LOAD = "tr_load"  # a config for the Train page's form to show (set by Home's Ru
 
 
 def start(cfg, key: str = "job") -> None:
-    """Show a stored run at once, else queue a job for it and keep its id in the URL.
+    """Show a stored run at once, else queue a job for it; either id is kept in the URL.
 
     A page reads ``st.session_state[key]`` (a job id) or ``[key + "_stored"]`` (a run id;
     "stored" for the Train page's "job") to know what to show.
@@ -96,11 +96,12 @@ def start(cfg, key: str = "job") -> None:
     if store().meta(run_id) is not None:
         st.session_state.pop(key, None)
         st.query_params.pop(key, None)
-        st.session_state[stored] = run_id
+        st.session_state[stored] = st.query_params[stored] = run_id
         return
     job = jobs().submit(cfg, user())
     st.session_state[key] = job.id
     st.session_state.pop(stored, None)
+    st.query_params.pop(stored, None)
     st.query_params[key] = job.id
 
 

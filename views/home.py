@@ -102,7 +102,9 @@ def presets_section() -> None:
         if c1.button(t("run_preset"), key=f"preset_{p.name}", help=t("run_preset_help")):
             start(p.config)
             st.session_state[LOAD] = p.config  # the Train page's form shows the preset
-            st.switch_page("views/train.py")
+            # The URL keeps the visitor's token, language and the queued job: a refresh
+            # of the Train page must find them (a page switch would drop them).
+            st.switch_page("views/train.py", query_params=st.query_params.to_dict())
         c2.markdown(f"**{p.name}** · `{p.config.model.name}` — {preset_summary(p.name)}")
         if p.paper:
             c3.caption(t("paper_said", source=paper_source(p.paper["source"]),

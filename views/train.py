@@ -16,6 +16,7 @@ from core.config import (
     TUNE_MODES,
     ModelConfig,
     RunConfig,
+    from_dict,
     parse_sizes,
 )
 from core.data import BUILTIN
@@ -256,6 +257,17 @@ def _with(values: list, value) -> list:
     return sorted({*values, value})
 
 
+def stored_run() -> str | None:
+    """The stored run this page shows (this session's, else the URL's), if it exists."""
+    run_id = st.session_state.get("stored") or st.query_params.get("stored")
+    try:
+        ok = run_id is not None and store().meta(run_id) is not None
+    except ValueError:  # not a run id
+        ok = False
+    st.session_state["stored"] = run_id if ok else None
+    return run_id if ok else None
+
+
 def current_job():
     job_id = st.session_state.get("job") or st.query_params.get("job")
     return jobs().get(job_id, user()) if job_id else None
@@ -360,6 +372,12 @@ def main() -> None:
     job = current_job()
     if job is not None and BASE not in st.session_state:  # a refresh, or a link: its form
         show(job)
+    elif job is not None:  # back from another page (which dropped it): a refresh finds it
+        st.query_params["job"] = job.id
+    elif (run_id := stored_run()) is not None:  # a stored run shown: the same, for it
+        st.query_params["stored"] = run_id
+        if BASE not in st.session_state:
+            load_form(from_dict(store().meta(run_id)["config"]))
     # The run's buttons and curves come first, the settings below: after Start the curves
     # are in view without scrolling.
     top, settings = st.container(), st.container()
