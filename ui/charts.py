@@ -115,3 +115,19 @@ def per_class(classes: list[str], values, title: str):
     fig.update_layout(height=60 + 26 * len(names), showlegend=False,
                       margin={"t": 10, "b": 10, "l": 10, "r": 10})  # fmt: skip
     return localized(fig)
+
+
+def counts(frame, x_title: str, height: int | None = None):
+    """Horizontal bars of counts, one row per index label, one colour per column (a
+    dataset's images per class, per split), with the language's thousands separator
+    (st.bar_chart writes 1,000 in every language)."""
+    fig = go.Figure([go.Bar(x=frame[c], y=[html.escape(str(i)) for i in frame.index],
+                            name=html.escape(str(c)), orientation="h")
+                     for c in frame.columns])  # fmt: skip
+    fig.update_yaxes(_category_axis([html.escape(str(i)) for i in frame.index],
+                                    autorange="reversed"))  # fmt: skip
+    fig.update_layout(barmode="group", height=height or 60 + 24 * len(frame.index),
+                      xaxis_title=x_title, showlegend=len(frame.columns) > 1,
+                      legend={"orientation": "h", "y": -0.2},
+                      margin={"t": 10, "b": 10, "l": 10, "r": 10})  # fmt: skip
+    return localized(fig)

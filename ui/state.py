@@ -45,12 +45,11 @@ def jobs() -> JobQueue:
 @st.cache_resource(show_spinner=False)
 def warm_server() -> threading.Thread:
     """Once per server, in the background: what every first page view would pay (torch and
-    the registry's parameter counts, scikit-learn, Altair, the map libraries, the default
+    the registry's parameter counts, scikit-learn, the map libraries, the default
     dataset decoded, the store's runs verified once: 5-10 s of CPU). A restarted server's
     thirty reconnecting students then do not each wait behind it."""
 
     def warm() -> None:
-        import altair  # noqa: F401 - st.bar_chart's
         import openTSNE  # noqa: F401
 
         import core.metrics  # noqa: F401 - scikit-learn and SciPy

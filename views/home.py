@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core import models, presets
+from ui.charts import counts
 from ui.i18n import (
     class_name,
     dataset_name,
@@ -80,10 +81,9 @@ def dataset_section(data) -> None:
             strip.image(sample_strip(data.x_test[idx]), width="stretch", clamp=True)
     with balance:
         st.subheader(t("balance"))
-        counts = pd.DataFrame(
-            {t("class"): [class_name(c) for c in data.classes], t("images"): data.class_counts()}
-        )
-        st.bar_chart(counts, x=t("class"), y=t("images"), horizontal=True)
+        per_class = pd.DataFrame({t("images"): data.class_counts()},
+                                 index=[class_name(c) for c in data.classes])  # fmt: skip
+        st.plotly_chart(counts(per_class, t("images")), key="home_balance")
 
 
 def models_section() -> None:

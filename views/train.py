@@ -21,7 +21,7 @@ from core.config import (
 )
 from core.data import BUILTIN
 from ui import datasets as photo_sets
-from ui.charts import curves
+from ui.charts import counts, curves
 from ui.i18n import num, pct, preset_summary, rate, t
 from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, restart_note, show_job, start, store, user
@@ -233,9 +233,9 @@ def balance_view(path: str) -> None:
         raise UserError(t("tr_pick_other")) from None
     st.caption(t("tr_balance", name=info.name, n=info.total, c=len(info.classes)))
     rows = {t(f"tr_split_{split}"): counts for split, counts in info.counts.items()}
-    st.bar_chart(pd.DataFrame(rows, index=list(info.classes)), horizontal=True,
-                 height=90 + 24 * min(len(info.classes), 30), x_label=t("tr_images"),
-                 y_label="")  # fmt: skip
+    st.plotly_chart(counts(pd.DataFrame(rows, index=list(info.classes)), t("tr_images"),
+                           height=90 + 24 * min(len(info.classes), 30)),
+                    key=f"balance_{info.name}")  # fmt: skip
     if info.skipped:
         st.caption(t("tr_skipped", n=info.skipped))
     if info.ratio > 1.5:
