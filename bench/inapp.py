@@ -78,7 +78,7 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
         started = time.perf_counter()
         done = threading.Event()
         if browser:
-            job_id = _watch_in_chromium(app.url, s.query, model, epochs, done)
+            job_id, watcher = _watch_in_chromium(app.url, s.query, model, epochs, done)
             s.close()
         else:
             s.click("Start")
@@ -91,6 +91,8 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
         seconds, cpu = time.perf_counter() - started, app.cpu_seconds() - cpu
         drawn = browser_cpu_seconds() - drawn
         done.set()  # this round's browser closes (it would poll a dead server otherwise)
+        if browser:  # and is gone before Python exits (a live Playwright thread crashes it)
+            watcher.join(60)
         meta = Store(store).meta(job.run_id)
         return {"run_id": job.run_id, "images_per_second": meta["images_per_second"],
                 "server_cpu_s": cpu, "seconds": seconds, "browser_cpu_s": drawn,
@@ -100,9 +102,9 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
 
 
 def _watch_in_chromium(url: str, query: dict, model: str, epochs: int,
-                       done: threading.Event) -> str:  # fmt: skip
+                       done: threading.Event) -> tuple[str, threading.Thread]:  # fmt: skip
     """Open the Train page in headless Chromium, set the model and epochs, press Start,
-    and keep the page open (in a thread) until ``done``; the job id."""
+    and keep the page open (in a thread) until ``done``; the job id and that thread."""
     from playwright.sync_api import sync_playwright
 
     ready, box = threading.Event(), {}
@@ -139,11 +141,12 @@ def _watch_in_chromium(url: str, query: dict, model: str, epochs: int,
                 page.wait_for_timeout(50)  # playwright's own loop keeps serving the page
             browser.close()
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     ready.wait(180)
     if "job" not in box:
         sys.exit(f"the browser could not start the run: {box.get('error', 'timed out')}")
-    return box["job"]
+    return box["job"], watcher
 
 
 def main() -> None:

@@ -55,6 +55,7 @@ class Session:
         self.page = ""
         self._page_hash = ""
         self.states: dict[str, WidgetState] = {}  # widget id -> the value we set
+        self._seen: set[str] = set()  # widget ids the last whole run drew
         self._fragments: dict[str, float] = {}  # fragment id -> rerun interval (s)
         self._last_fragment: dict[str, float] = {}  # fragment id -> when it last ran
         self.fragment_runs = 0
@@ -119,10 +120,12 @@ class Session:
             cs.fragment_id, cs.is_auto_rerun = fragment, True
         cs.widget_states.widgets.extend([*self.states.values(), *(extra or [])])
         if not fragment:
-            self.texts, self.exceptions, self.buttons = [], [], []
+            self.texts, self.exceptions, self.buttons, self._seen = [], [], [], set()
         started = time.perf_counter()
         self.ws.send(msg.SerializeToString())
         self._read_until_finished(started, fragment=bool(fragment))
+        if not fragment:  # a browser forgets the widgets a whole run no longer drew
+            self.states = {i: s for i, s in self.states.items() if i in self._seen}
         return time.perf_counter() - started
 
     def _read_until_finished(self, started: float, fragment: bool) -> None:
@@ -163,6 +166,7 @@ class Session:
             proto = getattr(el, kind)
             widget = Widget(proto.id, kind, proto.label, proto)
             self.widgets[proto.label] = widget
+            self._seen.add(proto.id)
             if kind == "button":
                 self.buttons.append(widget)
         elif kind in ("markdown", "alert"):
