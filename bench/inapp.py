@@ -13,8 +13,8 @@ drawing then shares this machine's two cores too (in a class it happens on each 
 computer). The two runs are checked to have the same run id (the same config).
 
 Per round: the trainer's images/s of both (each measured by the trainer itself over its
-epochs), their ratio, the server's CPU seconds during the app's run and the page's fragment
-reruns. The last line is one JSON object with the median ratio.
+epochs), their ratio, the server's (and the browser's) CPU seconds while the app's run
+trains, and the page's fragment reruns. The last line is one JSON object with the median ratio.
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
         time.sleep(15)  # both done, as when a teacher opened the app before the class
         s.set("Model", model)
         s.set("Epochs", epochs)
-        cpu, drawn = app.cpu_seconds(), browser_cpu_seconds()
-        started = time.perf_counter()
         done = threading.Event()
         if browser:
             job_id, watcher = _watch_in_chromium(app.url, s.query, model, epochs, done)
@@ -84,12 +82,18 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
             s.click("Start")
             job_id = s.query["job"]
         db = JobDB(store)
+        # CPU is counted from the moment the job trains (the browser's own start and page
+        # load come before it and slow nothing the trainer measures).
+        since = None  # (time, server CPU, browser CPU) when the job started running
         while not (job := db.get(job_id)).is_final:
+            if since is None and job.state == "running":
+                since = time.perf_counter(), app.cpu_seconds(), browser_cpu_seconds()
             if not browser:
                 s.tick()
             time.sleep(0.05)
-        seconds, cpu = time.perf_counter() - started, app.cpu_seconds() - cpu
-        drawn = browser_cpu_seconds() - drawn
+        since = since or (time.perf_counter(), app.cpu_seconds(), browser_cpu_seconds())
+        seconds, cpu = time.perf_counter() - since[0], app.cpu_seconds() - since[1]
+        drawn = browser_cpu_seconds() - since[2]
         done.set()  # this round's browser closes (it would poll a dead server otherwise)
         if browser:  # and is gone before Python exits (a live Playwright thread crashes it)
             watcher.join(60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 
 import streamlit as st
 
@@ -12,6 +13,7 @@ from core import data as datasets
 from core.config import DataConfig
 from core.jobs import FINAL, REQUEUED, JobQueue
 from core.store import Store
+from ui.charts import curves
 from ui.classify_server import ClassifyServer
 from ui.i18n import t
 
@@ -142,6 +144,28 @@ def _live_every() -> float:
         return min(10.0, max(0.25, float(os.environ.get(LIVE_ENV, LIVE_EVERY))))
     except ValueError:
         return LIVE_EVERY
+
+
+# Seconds between new drawings of a running job's curves. A new Plotly figure is most of
+# what a live page costs the browser: in bench/inapp.py --browser (cnn_bn, 2 epochs) the
+# browser took 1.6 s of CPU over an 8 s run with a new chart every second, 1.0 s with one
+# every 3 s and 0.6-0.8 s with none, on the two cores the trainer uses when the teacher's
+# browser runs beside the server. The same figure sent again costs it next to nothing.
+CHART_EVERY = 3.0
+
+
+def live_curves(where, job_id: str, history: dict, batches: int | None, running: bool,
+                key: str) -> None:  # fmt: skip
+    """A job's curves in ``where``. While it runs, the figure is made anew when an epoch
+    ends or CHART_EVERY seconds have passed, and the last one is sent again in between
+    (the progress line above it still moves every second); once it ends, at once."""
+    slot, epochs = f"live_chart_{key}", len(history.get("epoch") or ())
+    last = st.session_state.get(slot)  # (job id, epochs drawn, when, figure): one per page
+    stale = last is None or last[:2] != (job_id, epochs)
+    if not running or stale or time.monotonic() - last[2] >= CHART_EVERY:
+        last = (job_id, epochs, time.monotonic(), curves(history, batches))
+        st.session_state[slot] = last
+    where.plotly_chart(last[3], key=f"{key}_{job_id}")
 
 
 @st.fragment(run_every=_live_every())

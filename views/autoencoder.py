@@ -17,7 +17,17 @@ from core.runs import resolve
 from ui.charts import confusion, curves, localized
 from ui.i18n import class_name, num, paper_source, rate, styled, t
 from ui.runs import pick_run
-from ui.state import dataset, jobs, restart_note, show_job, start, store, stored_runs, user
+from ui.state import (
+    dataset,
+    jobs,
+    live_curves,
+    restart_note,
+    show_job,
+    start,
+    store,
+    stored_runs,
+    user,
+)
 from ui.text import DASH
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
@@ -128,7 +138,8 @@ def job_view(job_id: str) -> None:
         st.warning(snap["message"])
     restart_note(snap)
     left, right = st.columns(2)
-    left.plotly_chart(curves(snap["history"], progress.get("batches")), key=f"ae_live_{job_id}")
+    live_curves(left, job_id, snap["history"], progress.get("batches"), state == "running",
+                "ae_live")  # fmt: skip
     if preview:
         right.image(pairs(preview["originals"], preview["reconstructions"]),
                     caption=t("ae_pairs_epoch", epoch=preview["epoch"]))  # fmt: skip

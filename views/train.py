@@ -24,7 +24,7 @@ from ui import datasets as photo_sets
 from ui.charts import counts, curves
 from ui.i18n import num, pct, preset_summary, rate, t
 from ui.runs import choose, name_ui
-from ui.state import LOAD, jobs, restart_note, show_job, start, store, user
+from ui.state import LOAD, jobs, live_curves, restart_note, show_job, start, store, user
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
 # 10 is far enough to watch a run diverge (the help says so); beyond it nothing new is seen.
@@ -342,7 +342,7 @@ def job_view(job_id: str) -> None:
     if state not in ("diverged", "failed") or history:
         # Drawn from the start (empty axes while queued): the chart is in place, and its
         # first points appear in the same spot as soon as the run reports them.
-        st.plotly_chart(curves(history, progress.get("batches")), key=f"live_{job_id}")
+        live_curves(st, job_id, history, progress.get("batches"), state == "running", "live")
 
 
 def my_jobs_ui() -> None:
