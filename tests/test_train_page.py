@@ -189,3 +189,14 @@ def test_a_running_jobs_curves_are_drawn_anew_per_epoch_or_every_few_seconds(mon
     assert len(built) == 4 and sent[-1][1] == "live_j2"
     redraw(1, job="j2", running=False)  # it ended: its last curves, whole
     assert len(built) == 5
+
+
+@pytest.mark.parametrize("lang, shown", [("en", "0.40"), ("es", "0,40")])
+def test_decimal_sliders_write_the_languages_decimal_mark(server, lang, shown):
+    """Streamlit's own slider wrote 0.40 on the Spanish page; ours write 0,40."""
+    at = page(lang=lang)
+    dropout = next(s for s in at.select_slider if s.label == "Dropout")
+    smoothing = next(s for s in at.select_slider if s.key.endswith("ls"))
+    assert shown in dropout.options and dropout.value == 0.4
+    other = "." if lang == "es" else ","
+    assert not [o for o in [*dropout.options, *smoothing.options] if other in o]

@@ -28,6 +28,16 @@ def rate(value: float) -> str:
     return f"{value:g}".replace(".", _text.SEPARATORS[lang()][1])
 
 
+def decimal_slider(where, label: str, lo: float, hi: float, value: float, step: float = 0.05,
+                   **kwargs) -> float:  # fmt: skip
+    """A slider of decimals from ``lo`` to ``hi`` written in the session's language
+    (Streamlit's own slider writes 0.40 in any language); ``value`` is always offered."""
+    values = sorted({round(lo + i * step, 6) for i in range(round((hi - lo) / step) + 1)}
+                    | {value})  # fmt: skip
+    words = {v: num(v, 2) for v in values}  # made now: Streamlit may format outside the run
+    return where.select_slider(label, values, value, format_func=words.get, **kwargs)
+
+
 def pct(value, digits: int = 1) -> str:
     """A fraction as a percentage in the session's language (91.2% / 91,2 %)."""
     return _text.percent(value, lang(), digits)

@@ -15,7 +15,7 @@ from core import UserError, embed, seed001
 from core.config import DataConfig, from_dict
 from core.runs import resolve
 from ui.charts import confusion, curves, localized
-from ui.i18n import class_name, num, paper_source, rate, styled, t
+from ui.i18n import class_name, decimal_slider, num, paper_source, rate, styled, t
 from ui.runs import pick_run
 from ui.state import (
     dataset,
@@ -72,7 +72,7 @@ def train_section() -> None:
     c = st.columns(6)
     data = c[0].selectbox(t("tr_dataset"), ["fashion-mnist", "digits"], key="ae_dataset")
     latent = c[1].selectbox(t("ae_latent"), LATENTS, index=1, help=t("ae_latent_help"))
-    dropout = c[2].slider(t("ae_dropout"), 0.0, 0.5, 0.1, 0.05, help=t("ae_dropout_help"))
+    dropout = decimal_slider(c[2], t("ae_dropout"), 0.0, 0.5, 0.1, help=t("ae_dropout_help"))
     lr = c[3].selectbox(t("ae_lr"), LRS, index=1, format_func={v: rate(v) for v in LRS}.get)
     epochs = c[4].number_input(t("ae_epochs"), 1, 30, 5, help=t("ae_epochs_help"))
     pooling = c[5].toggle(t("ae_pooling"), True, help=t("ae_pooling_help"))

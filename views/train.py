@@ -22,7 +22,7 @@ from core.config import (
 from core.data import BUILTIN
 from ui import datasets as photo_sets
 from ui.charts import counts, curves
-from ui.i18n import num, pct, preset_summary, rate, t
+from ui.i18n import decimal_slider, num, pct, preset_summary, rate, t
 from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, live_curves, restart_note, show_job, start, store, user
 
@@ -121,9 +121,8 @@ def options_ui() -> RunConfig:
                                 help=t("tr_help_early"), key=k + "early")  # fmt: skip
         seed = st.number_input(t("tr_seed"), 0, MAX_SEED, base.train.seed,
                                help=t("tr_help_seed"), key=k + "seed")  # fmt: skip
-        smoothing = st.slider(t("tr_smoothing"), 0.0, max(0.3, base.train.label_smoothing),
-                              base.train.label_smoothing, 0.05,
-                              help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
+        smoothing = decimal_slider(st, t("tr_smoothing"), 0.0, 0.3, base.train.label_smoothing,
+                                   help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
     with c3:
         model_options = model_options_ui(name, base.model, k)
         l1s, l2s = _with(PENALTIES, base.train.l1), _with(PENALTIES, base.train.l2)
@@ -161,8 +160,8 @@ def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
              for f, v in defaults.items()}  # fmt: skip
     options: dict = {}
     if "dropout" in defaults:
-        options["dropout"] = st.slider(t("tr_dropout"), 0.0, 0.9, float(start["dropout"]),
-                                       0.05, help=t("tr_help_dropout"), key=k + "drop")  # fmt: skip
+        options["dropout"] = decimal_slider(st, t("tr_dropout"), 0.0, 0.9, float(start["dropout"]),
+                                            help=t("tr_help_dropout"), key=k + "drop")  # fmt: skip
     if "hidden" in defaults:
         hidden = st.text_input(t("tr_hidden"), ",".join(map(str, start["hidden"] or ())),
                                help=t("tr_help_hidden"), key=k + "hidden")  # fmt: skip
