@@ -21,6 +21,10 @@ from core.store import Store
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # an upload larger than this is not read at all
 DEFAULT_PRESET = "fast"  # trained once when the store has nothing to classify with
+# The dataset the tab is for, as a run's config names it (never its display name, which is
+# "Fashion-MNIST"): the default preset's; where Fashion-MNIST is missing, digits stand in.
+TAB_DATASET = "fashion-mnist"
+BUILTIN = ("fashion-mnist", "digits")  # core.data.BUILTIN, without importing the data code
 QUEUE_OWNER = "classify-tab"  # the owner of that job in the class's queue
 
 
@@ -61,13 +65,21 @@ def usable(meta: dict) -> bool:
     )
 
 
+def dataset_of(meta: dict) -> str:
+    """The dataset a run was trained on, as its config names it ("fashion-mnist", "digits",
+    or a photo folder's or zip's path)."""
+    return meta.get("config", {}).get("data", {}).get("dataset", "")
+
+
 def rank(metas: list[dict]) -> list[dict]:
-    """Usable runs, best first: Fashion-MNIST runs before others (accuracies on different
-    datasets do not compare), then by test accuracy, then newest."""
+    """Usable runs, best first: the tab's own dataset, then the other built-in one, then
+    photo datasets (accuracies on different datasets do not compare: a two-class zip run at
+    100% is no better than a Fashion-MNIST one at 91%), each by test accuracy, then newest."""
 
     def key(meta: dict) -> tuple:
-        fashion = meta["dataset"]["name"] == "fashion-mnist"
-        return (fashion, meta["test"]["accuracy"], meta.get("created", 0))
+        dataset = dataset_of(meta)
+        return (dataset == TAB_DATASET, dataset in BUILTIN, meta["test"]["accuracy"],
+                meta.get("created", 0))  # fmt: skip
 
     return sorted((m for m in metas if usable(m)), key=key, reverse=True)
 
@@ -87,8 +99,10 @@ class Classifier:
         return rank(self.store.list())
 
     def best(self) -> str | None:
+        """The run the tab and ``/classify`` answer with unless told otherwise: the best of
+        a built-in dataset. A run on somebody's own photos is never everyone's default."""
         runs = self.runs()
-        return runs[0]["run_id"] if runs else None
+        return runs[0]["run_id"] if runs and dataset_of(runs[0]) in BUILTIN else None
 
     def ensure_run(self, progress: Callable[[float, str], None] | None = None) -> str:
         """The best run's id; with an empty store, the ``fast`` preset is trained first, once,

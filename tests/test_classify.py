@@ -27,7 +27,8 @@ def store(tmp_path_factory) -> Store:
 
 
 def meta(run_id: str, dataset: str, accuracy: float, channels: int = 1, created: int = 0):
-    return {"run_id": run_id, "dataset": {"name": dataset}, "test": {"accuracy": accuracy},
+    return {"run_id": run_id, "config": {"data": {"dataset": dataset}},
+            "dataset": {"name": dataset}, "test": {"accuracy": accuracy},
             "input": {"channels": channels}, "created": created}  # fmt: skip
 
 
@@ -42,6 +43,28 @@ def test_runs_rank_fashion_first_then_by_accuracy_and_skip_non_images():
     ]
     order = [m["run_id"] for m in classify.rank(metas)]
     assert order == ["fashion-high-newer", "fashion-high", "fashion-low", "digits-best", "photos"]
+
+
+def test_a_run_on_somebodys_photos_never_becomes_the_default(tmp_path):
+    """Issue 18: real stored runs, one on digits and one on a two-class folder of photos
+    that scores higher; the tab opens on the digits run. With only the photo run, nothing
+    is the default (the tab trains the default preset instead)."""
+    from core.config import DataConfig
+    from core.runs import Stored, train_or_load
+    from tests.test_backbone import write_photos
+
+    photos = replace(TINY, data=DataConfig(str(write_photos(tmp_path / "bugs", per_class=12)),
+                                           val_size=4, image_size=28))  # fmt: skip
+    only_photos = Store(tmp_path / "photos-store")
+    photo = list(train_or_load(photos, only_photos))[-1]
+    assert isinstance(photo, Stored) and photo.meta["dataset"]["name"] == "bugs"
+    assert classify.Classifier(only_photos).best() is None
+
+    both = Store(tmp_path / "both-store")
+    digits = list(train_or_load(TINY, both))[-1]
+    photo = list(train_or_load(photos, both))[-1]
+    assert photo.meta["test"]["accuracy"] > digits.meta["test"]["accuracy"]
+    assert classify.Classifier(both).best() == digits.run_id
 
 
 def png_bytes(image: Image.Image) -> bytes:
