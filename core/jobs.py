@@ -206,6 +206,17 @@ class JobDB:
         )  # fmt: skip
 
     # -- reading -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reading(self):
+        """Several reads from one state of the queue: a read transaction, whose reads in WAL
+        mode all see the same commit while workers and other servers write meanwhile."""
+        con = self._con()
+        con.execute("BEGIN")
+        try:
+            yield
+        finally:
+            con.execute("COMMIT")
+
     def get(self, job_id: str) -> Job | None:
         row = self._con().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row else None
@@ -679,9 +690,11 @@ class JobQueue:
 
     def position(self, job_id: str) -> int:
         """1 for the next job to start, 2 for the one after...; 0 when not queued."""
-        queued = self.db.rows(("queued",))
-        running = [r["owner"] for r in self.db.rows(("running", "waiting"))]
-        for place, row in enumerate(fair_order(queued, running, self.db.last_starts()), 1):
+        with self.db.reading():  # a job starting between two reads would count twice
+            queued = self.db.rows(("queued",))
+            running = [r["owner"] for r in self.db.rows(("running", "waiting"))]
+            starts = self.db.last_starts()
+        for place, row in enumerate(fair_order(queued, running, starts), 1):
             if row["id"] == job_id:
                 return place
         return 0

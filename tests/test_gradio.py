@@ -401,9 +401,13 @@ def test_the_tab_beside_streamlit_leaves_the_cores_to_training():
         # Read once it serves: /proc/PID/environ is empty while the child is still in exec.
         assert server.ready(timeout=120), server.failure()
         environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+        # Its log: a private file of its own (issue 18), not a fixed name in /tmp.
+        assert server.log.stat().st_mode & 0o777 == 0o600
+        assert server.log.name != f"cnn-classroom-gradio-{server.port}.log"
     finally:
         server.stop()
     assert b"CNN_CLASSROOM_THREADS=1" in environ and b"OMP_NUM_THREADS=1" in environ
+    assert not server.log.exists()  # removed with the tab
 
 
 def test_the_api_on_an_empty_store_trains_the_default_once_and_answers(tmp_path, monkeypatch):

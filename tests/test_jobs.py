@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -160,9 +161,44 @@ def test_training_runs_in_a_worker_process_not_the_server(tmp_path):
 
 
 def _trains_here() -> bool:
-    import threading
 
     return any(t.name.startswith("train-worker") for t in threading.enumerate())
+
+
+def test_a_queue_listing_reads_one_state_of_the_queue(tmp_path):
+    """Issue 18: what a page lists (a job's place) is read from one snapshot: a job that
+    another process starts meanwhile is not seen both queued and running."""
+    from core.jobs import JobDB
+
+    queue = JobQueue(Store(tmp_path), dispatch=False)
+    job = queue.submit(TINY, "ana")
+    other = JobDB(tmp_path)  # another process's connection, as a worker's
+    with queue.db.reading():
+        before = [r["id"] for r in queue.db.rows(("queued",))]
+        t = threading.Thread(target=lambda: other._con().execute(
+            "UPDATE jobs SET state = 'running' WHERE id = ?", (job.id,)))  # fmt: skip
+        t.start()
+        t.join()
+        assert [r["id"] for r in queue.db.rows(("queued",))] == before == [job.id]
+        assert queue.db.rows(("running",)) == []
+    assert queue.db.rows(("queued",)) == [] and queue.position(job.id) == 0
+
+
+def test_a_worker_that_cannot_warm_up_says_why_on_the_next_job(tmp_path, monkeypatch):
+    """Issue 18: a worker that fails before it is ready (here: damaged Fashion-MNIST files,
+    read while it warms up) does not end silently; the waiting job fails with its reason."""
+    data = tmp_path / "fashion"
+    data.mkdir()
+    from core.data import fashion_mnist
+
+    for name in fashion_mnist.FILES.values():
+        (data / name).write_bytes(b"not a gzip file")
+    monkeypatch.setenv(fashion_mnist.ENV_DIR, str(data))
+    queue = JobQueue(Store(tmp_path / "store"), precompute_maps=False)
+    job = queue.wait(queue.submit(TINY, "ana").id, 120)
+    assert job.state == "failed", job
+    assert "the training worker could not start" in job.message
+    assert "warming up the worker failed" in job.message and "\n" not in job.message
 
 
 def test_a_worker_killed_by_the_kernel_fails_its_job_and_the_queue_carries_on(tmp_path):

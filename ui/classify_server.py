@@ -69,7 +69,10 @@ class ClassifyServer:
         self.bind = host or "0.0.0.0"  # Streamlit with no address listens everywhere
         wanted = port or int(os.environ.get("CNN_CLASSROOM_GRADIO_PORT", DEFAULT_PORT))
         self.port = _pick_port(self.bind, wanted)
-        self.log = Path(tempfile.gettempdir()) / f"cnn-classroom-gradio-{self.port}.log"
+        # A private file (mode 0600, a name nobody can guess or plant a link at beforehand),
+        # removed when the tab stops: a fixed name in /tmp could be another user's.
+        fd, log = tempfile.mkstemp(prefix="cnn-classroom-gradio-", suffix=".log")
+        self.log = Path(log)
         # One intra-op thread: a drawing takes milliseconds on one core, and the cores belong
         # to this server's training queue; a tab that ran its own threads beside a training
         # run oversubscribed them and slowed both many times over.
@@ -77,8 +80,9 @@ class ClassifyServer:
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "gradio_app.py"), "--host", self.bind,
              "--port", str(self.port), "--parent", str(os.getpid())],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fd,
         )  # fmt: skip
+        os.close(fd)  # the child has its own copy
         atexit.register(self.stop)
 
     def _probe_host(self) -> str:
@@ -117,3 +121,4 @@ class ClassifyServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self.log.unlink(missing_ok=True)
