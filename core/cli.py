@@ -365,6 +365,20 @@ def _close(bar) -> None:
         bar.close()
 
 
+def _check_output(path: str | None) -> None:
+    """Refuse a ``--json`` file that cannot be written before anything trains (not after)."""
+    if not path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"--json {path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise UserError(f"--json {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--json {path}: the folder {folder} cannot be written to")
+
+
 def _write_json(path: str | None, payload: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(payload, indent=1))
@@ -429,9 +443,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench}  # fmt: skip
     try:
+        _check_output(getattr(args, "json", None))
         return commands[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: not enough memory for this run; try a smaller batch, model or image "
+              "size", file=sys.stderr)  # fmt: skip
+        return 2
+    except (OSError, ValueError, RuntimeError) as e:  # a full disk, a damaged file...: one line
+        from core.worker import one_line
+
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)

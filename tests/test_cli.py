@@ -239,3 +239,86 @@ def test_unparseable_flag_exits_2(capsys):
     assert cli.main(["train", "--model", "mlp", "--hidden", "lots"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: argument --hidden: layer sizes look")
+
+
+def _zips(folder) -> dict:
+    """A two-class zip of PNGs, the same zip marked as encrypted, and one whose deflated data
+    is damaged (each file's CRC and deflate stream cannot both survive flipped bytes)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pngs = {}
+    for c in "ab":
+        for i in range(6):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(buf, "PNG")
+            pngs[f"{c}/{i}.png"] = buf.getvalue() * 3  # repeated: deflate has work to do
+    good = folder / "good.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in pngs.items():
+            z.writestr(name, data)
+    raw = bytearray(good.read_bytes())
+    damaged = bytearray(raw)
+    for k in range(200, 400):
+        damaged[k] ^= 0x55
+    for sig, flag in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the "encrypted" bit
+        at = 0
+        while (at := raw.find(sig, at)) >= 0:
+            raw[at + flag] |= 1
+            at += 4
+    (folder / "encrypted.zip").write_bytes(raw)
+    (folder / "damaged.zip").write_bytes(damaged)
+    return {"encrypted": folder / "encrypted.zip", "damaged": folder / "damaged.zip"}
+
+
+@pytest.mark.parametrize(
+    "case, mentions",
+    [
+        ("encrypted", "password"),
+        ("damaged", "damaged"),
+        ("val size", "more than this dataset has"),
+        ("json folder", "does not exist"),
+    ],
+)
+def test_bad_files_and_sizes_are_one_line(case, mentions, capsys, tmp_path):
+    """Issue 18: an encrypted or damaged zip, a validation set larger than the data and a
+    --json file in a missing folder: one line on stderr and exit 2, nothing trained."""
+    zips = _zips(tmp_path)
+    flags = {"encrypted": ["--dataset", str(zips["encrypted"])],
+             "damaged": ["--dataset", str(zips["damaged"])],
+             "val size": ["--dataset", "digits", "--val-size", "5000"],
+             "json folder": [*DIGITS, "--json", str(tmp_path / "nope" / "r.json")]}  # fmt: skip
+    flags = flags[case]
+    base = ["train", "--model", "mlp", "--epochs", "1", "--quiet"]
+    code = cli.main([*base, *flags, "--store", str(tmp_path / "store")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert mentions in lines[0]
+    assert not (tmp_path / "store" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "error, mentions",
+    [
+        (OSError(28, "No space left on device", "/store/runs/x"), "No space left on device"),
+        (MemoryError(), "not enough memory"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory\nmore"), "can't allocate"),
+        (ValueError("bad shape\nin a traceback"), "bad shape"),
+    ],
+)
+def test_what_fails_deep_down_is_still_one_line(error, mentions, capsys, monkeypatch):
+    """A full disk or an allocation failure while training: one line and exit 2, never a
+    traceback (the command's top-level handler)."""
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_train", fail)
+    code = cli.main(["train", "--model", "mlp", *DIGITS])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert mentions in lines[0]

@@ -200,3 +200,24 @@ def test_decimal_sliders_write_the_languages_decimal_mark(server, lang, shown):
     assert shown in dropout.options and dropout.value == 0.4
     other = "." if lang == "es" else ","
     assert not [o for o in [*dropout.options, *smoothing.options] if other in o]
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "damaged"])
+def test_a_zip_that_cannot_be_read_says_so_in_one_line_and_leaves_the_list(server, tmp_path,
+                                                                           kind):  # fmt: skip
+    """Issue 18: an upload kept from before (a password-protected or damaged zip) shows one
+    clear line, no traceback, and is removed from the visitor's datasets."""
+    from tests.test_cli import _zips
+    from ui import datasets as photo_sets
+
+    content = _zips(tmp_path)[kind].read_bytes()
+    saved = photo_sets.save_upload(server.store.root, OWNER, f"{kind}.zip", content)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["user"], at.query_params["lang"] = OWNER, "en"
+    at.session_state["train_dataset"] = str(saved)
+    at.switch_page("views/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(f"{kind}.zip" in e and ("password" in e or "damaged" in e) for e in errors)
+    assert all("\n" not in e and "Traceback" not in e for e in errors)
+    assert photo_sets.uploads(server.store.root, OWNER) == {}

@@ -262,8 +262,14 @@ def balance(path: str) -> Balance:
 
 
 def check(path: str) -> Balance:
-    """``balance``, with any failure as a UserError (a damaged upload included)."""
+    """``balance``, with any failure as a one-line UserError (a damaged upload included)."""
     try:
         return balance(path)
     except OSError as e:
         raise UserError(f"{Path(path).name} cannot be read ({e.strerror or e})") from None
+    except MemoryError:
+        raise UserError(f"{Path(path).name} is too large to read here") from None
+    except (ValueError, RuntimeError) as e:  # what a library says of a file it cannot use
+        from core.worker import one_line
+
+        raise UserError(f"{Path(path).name} cannot be used ({one_line(e)})") from None

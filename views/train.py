@@ -215,10 +215,11 @@ def _uploaded(key: str) -> None:
     try:  # a quota or a full disk refuses before anything is written
         path = photo_sets.save_upload(store().root, user(), file.name, file.getvalue())
         photo_sets.check(str(path))
-    except UserError as e:
+    except (UserError, OSError) as e:  # OSError: the disk filled while saving
         if path is not None:
             photo_sets.forget_upload(path)
-        st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=file.name, why=str(e))
+        why = str(e) if isinstance(e, UserError) else (e.strerror or str(e))
+        st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=file.name, why=why)
     else:
         st.session_state[key] = str(path)
 
@@ -229,6 +230,8 @@ def balance_view(path: str) -> None:
         info = photo_sets.check(path)
     except UserError as e:
         st.error(t("tr_bad_dataset", name=Path(path).name, why=str(e)))
+        if path in photo_sets.uploads(store().root, user()).values():  # gone from the list
+            photo_sets.forget_upload(Path(path))
         raise UserError(t("tr_pick_other")) from None
     st.caption(t("tr_balance", name=info.name, n=info.total, c=len(info.classes)))
     rows = {t(f"tr_split_{split}"): counts for split, counts in info.counts.items()}

@@ -147,9 +147,20 @@ def identity(cfg: DataConfig) -> str:
 
 
 def _holdout_split(x, y, val_size: int, seed: int):
-    """Train/val split of a small source: at most ``val_size``, at most 20% of it."""
+    """Train/val split of a small source: at most ``val_size``, at most 20% of it. The
+    default size is a cap here (photo datasets are mostly smaller); a size asked for must
+    fit the data."""
+    if val_size != DataConfig.val_size:
+        _check_val_size(val_size, len(y))
     n = min(val_size, max(1, int(len(y) * HOLDOUT)))
     return split_train_val(x, y, n, seed)
+
+
+def _check_val_size(val_size: int, images: int) -> None:
+    """A validation set must leave images to train on."""
+    if val_size >= images:
+        raise UserError(f"a validation set of {val_size:,} images is more than this dataset "
+                        f"has for training and validation ({images:,}); ask for fewer")  # fmt: skip
 
 
 class DecodedCache:
@@ -218,6 +229,7 @@ def _decode(cfg: DataConfig) -> ImageData:
     if source.kind == "fashion-mnist":
         x, y, x_test, y_test = fashion_mnist.load(source.folder)
         name, classes = "Fashion-MNIST", fashion_mnist.CLASSES
+        _check_val_size(cfg.val_size, len(y))
         x_train, y_train, x_val, y_val = split_train_val(x, y, cfg.val_size, cfg.split_seed)
     elif source.kind == "digits":
         from core.data import digits

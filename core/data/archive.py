@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 
@@ -142,6 +143,9 @@ def _check(infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, PurePosi
             raise UserError(f"zip entry {info.filename!r} is a symbolic link: refused")
         if path is None or info.is_dir():
             continue
+        if info.flag_bits & 0x1:  # "encrypted" in the entry's header
+            raise UserError("the zip is protected by a password; zip the folders again "
+                            "without one")  # fmt: skip
         key = str(path).lower()  # case-insensitive file systems would merge these
         if key in seen:
             raise UserError(f"zip entry {info.filename!r} appears twice: refused")
@@ -229,9 +233,10 @@ def extract(zip_path: str | Path, root: str | Path | None = None) -> Path:
             scratch.rename(final)
         except OSError:  # another process extracted the same zip meanwhile
             shutil.rmtree(scratch, ignore_errors=True)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise UserError(f"{zip_path.name}: unreadable zip ({e})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+            zlib.error) as e:  # fmt: skip
+        shutil.rmtree(scratch, ignore_errors=True)  # a damaged entry: CRC or deflate data
+        raise UserError(f"{zip_path.name}: unreadable zip, damaged ({e})") from None
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
