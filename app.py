@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.i18n import language_picker, t
-from ui.state import classify_server, jobs, user, warm_server
+from ui.state import class_gate, classify_server, jobs, user, warm_server
 
 # (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
 # Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
@@ -31,6 +31,7 @@ st.set_page_config(
     layout="wide",
 )
 language_picker()
+class_gate()  # with a class password set, nothing below runs until it is given
 user()
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
 warm_server()  # its caches fill in the background

@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 import numpy as np
 
-from core import UserError, classify, explain, preprocess
+from core import UserError, access, classify, explain, preprocess
 from core.device import cores
 from ui.text import LANGUAGES, class_name, number, run_label, text
 
@@ -326,8 +326,18 @@ def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
         footer_links=[],
         i18n=_gradio_words(),
         head=_LOCALE,
+        **_class_login(),
         **kwargs,
     )
+
+
+def _class_login() -> dict:
+    """Gradio's login before the tab and its API when the teacher set a class password
+    (the name is not asked for: any will do); nothing otherwise."""
+    if access.password() is None:
+        return {}
+    words = [f"{text('pw_label', lang)} ({text('pw_any_name', lang)})" for lang in LANGUAGES]
+    return {"auth": lambda _name, given: access.accepts(given), "auth_message": " · ".join(words)}
 
 
 def _exit_with(parent: int) -> None:

@@ -122,3 +122,56 @@ def test_runs_table_shows_a_stored_run(tiny_run, tmp_path, monkeypatch):
         tiny_run.meta["test"]["accuracy"], abs=1e-4
     )
     assert runs[text("epochs")].iloc[0] == 2
+
+
+def test_a_class_password_comes_before_every_page(monkeypatch, tmp_path):
+    """Issue 18: with CNN_CLASSROOM_PASSWORD set, nothing but the password page shows until
+    it is given; a wrong one says so; the URL then keeps a token of it (not the password)
+    that lets a refresh in, and a made-up token does not."""
+    from core import access
+
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    monkeypatch.setenv(access.PASSWORD_ENV, "tulipanes 7")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert [t.value for t in at.title] == [text("pw_title")] and not at.header  # no page
+    at.text_input[0].input("tulipanes")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == [text("pw_wrong")] and "class" not in at.query_params
+    at.text_input[0].input("tulipanes 7")
+    at.button[0].click().run()
+    assert not at.exception and at.error == [] and not at.text_input
+    assert text("dataset") in [h.value for h in at.header]  # the home page, at last
+    kept = at.query_params["class"]
+    assert kept == access.token() and "tulipanes" not in kept
+
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    again.query_params["class"] = kept  # a refresh: a new session, the same URL
+    again.run()
+    assert text("dataset") in [h.value for h in again.header] and not again.text_input
+    forged = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    forged.query_params["class"] = "0" * 32
+    forged.run()
+    assert forged.text_input and not forged.header
+
+
+def test_without_a_class_password_nobody_is_asked(monkeypatch, tmp_path):
+    from core import access
+
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    monkeypatch.delenv(access.PASSWORD_ENV, raising=False)
+    at = run_app()
+    assert text("dataset") in [h.value for h in at.header] and not at.text_input
+
+
+def test_a_plain_streamlit_run_is_private_and_shows_no_tracebacks():
+    """Issue 18: the project's .streamlit/config.toml, as Streamlit itself reads it from the
+    repository root: this computer only, and generic messages for unexpected errors."""
+    import subprocess
+    import sys
+
+    code = ("from streamlit import config as c; c.get_config_options(force_reparse=True); "
+            "print(c.get_option('server.address'), "
+            "c.get_option('client.showErrorDetails'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()  # fmt: skip
+    assert out == ["localhost", "none"]

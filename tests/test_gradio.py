@@ -439,3 +439,28 @@ def test_the_api_on_an_empty_store_trains_the_default_once_and_answers(tmp_path,
         assert len(answer["confidences"]) == 10 and answer["label"] in set("0123456789")
     (job,) = JobQueue(store, dispatch=False).jobs(QUEUE_OWNER)
     assert job.state == "done" and [m["run_id"] for m in store.list()] == [job.run_id]
+
+
+def test_a_class_password_guards_the_tab_and_its_api(store_root, monkeypatch):
+    """Issue 18: with CNN_CLASSROOM_PASSWORD set, the tab's configuration and API answer
+    only after Gradio's login with that password (any name)."""
+    import httpx
+
+    import gradio_app
+    from core import access
+    from core.classify import Classifier
+    from core.store import Store
+
+    monkeypatch.setenv(access.PASSWORD_ENV, "tulipanes 7")
+    demo = gradio_app.build_demo(Classifier(Store(store_root)))
+    url = f"http://127.0.0.1:{free_port()}"
+    gradio_app.launch(demo, "127.0.0.1", int(url.rsplit(":", 1)[1]), prevent_thread_lock=True)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as web:
+            assert web.get("/config").status_code == 401
+            wrong = web.post("/login", data={"username": "ana", "password": "tulipanes"})
+            assert wrong.status_code >= 400 and web.get("/config").status_code == 401
+            right = web.post("/login", data={"username": "ana", "password": "tulipanes 7"})
+            assert right.status_code == 200 and web.get("/config").status_code == 200
+    finally:
+        demo.close()

@@ -9,6 +9,7 @@ import time
 
 import streamlit as st
 
+from core import access
 from core import data as datasets
 from core.config import DataConfig
 from core.jobs import FINAL, REQUEUED, JobQueue
@@ -65,6 +66,31 @@ def warm_server() -> threading.Thread:
     thread = threading.Thread(target=warm, daemon=True, name="warm-server")
     thread.start()
     return thread
+
+
+def class_gate() -> None:
+    """With a class password set (CNN_CLASSROOM_PASSWORD), a visitor gives it once per
+    browser before any page runs; the URL then keeps a token of it, so a refresh does not ask
+    again. A wrong password waits a second: guessing stays slow."""
+    if access.password() is None:
+        return
+    if st.session_state.get("class_ok") or access.accepts_token(st.query_params.get("class", "")):
+        st.session_state.class_ok = True
+        st.query_params["class"] = access.token()
+        return
+    st.title(t("pw_title"))
+    st.write(t("pw_intro"))
+    with st.form("class_password"):
+        given = st.text_input(t("pw_label"), type="password")
+        entered = st.form_submit_button(t("pw_enter"), type="primary")
+    if entered and access.accepts(given):
+        st.session_state.class_ok = True
+        st.query_params["class"] = access.token()
+        st.rerun()
+    if entered:
+        time.sleep(1.0)
+        st.error(t("pw_wrong"))
+    st.stop()
 
 
 def user() -> str:

@@ -1,0 +1,42 @@
+"""The class password: who may use the app once it is open to the classroom network.
+
+A teacher who starts the app with ``CNN_CLASSROOM_PASSWORD`` set gets a password page before
+any other page (Streamlit) and Gradio's login before the Classify tab and its ``/classify``
+API. Unset, the app is open to whoever reaches it (the default binds localhost only).
+A browser that gave the password keeps ``token()`` in its URL (``?class=``), so a refresh
+does not ask again; it is derived from the password, so it says nothing of it and changes
+with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+PASSWORD_ENV = "CNN_CLASSROOM_PASSWORD"
+_CONTEXT = b"cnn-classroom: this browser gave the class password"
+
+
+def password() -> str | None:
+    """The class password, or None when the teacher set none."""
+    return os.environ.get(PASSWORD_ENV) or None
+
+
+def accepts(given: str) -> bool:
+    """Whether ``given`` is the class password (always, when there is none); in constant
+    time, so its length or letters cannot be timed."""
+    expected = password()
+    if expected is None:
+        return True
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def token() -> str:
+    """What a browser that gave the password keeps in its URL."""
+    expected = password() or ""
+    return hmac.new(expected.encode(), _CONTEXT, hashlib.sha256).hexdigest()[:32]
+
+
+def accepts_token(given: str) -> bool:
+    return password() is None or hmac.compare_digest(given.encode(), token().encode())
