@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.i18n import language_picker, t
-from ui.state import class_gate, classify_server, jobs, user, warm_server
+from ui.state import class_admitted, class_password_form, classify_server, jobs, user, warm_server
 
 # (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
 # Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
@@ -31,15 +31,20 @@ st.set_page_config(
     layout="wide",
 )
 language_picker()
-class_gate()  # with a class password set, nothing below runs until it is given
-user()
-jobs()  # the server's job queue starts (and warms up) with the first visit to any page
-warm_server()  # its caches fill in the background
-classify_server()  # and the Gradio classify tab, in a process of its own
 navigation = [
     st.Page(
         f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
     )
     for name, icon in PAGES
 ]
-st.navigation(navigation).run()
+# Known before the class password is asked for (the page asked for opens once it is
+# given), listed only after.
+admitted = class_admitted()
+page = st.navigation(navigation, position="sidebar" if admitted else "hidden")
+if not admitted:
+    class_password_form()  # stops here
+user()
+jobs()  # the server's job queue starts (and warms up) with the first visit to any page
+warm_server()  # its caches fill in the background
+classify_server()  # and the Gradio classify tab, in a process of its own
+page.run()

@@ -332,12 +332,60 @@ def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
 
 
 def _class_login() -> dict:
-    """Gradio's login before the tab and its API when the teacher set a class password
-    (the name is not asked for: any will do); nothing otherwise."""
+    """With a class password, every request passes ``ClassGate``; nothing otherwise."""
     if access.password() is None:
         return {}
-    words = [f"{text('pw_label', lang)} ({text('pw_any_name', lang)})" for lang in LANGUAGES]
-    return {"auth": lambda _name, given: access.accepts(given), "auth_message": " · ".join(words)}
+    from starlette.middleware import Middleware
+
+    return {"app_kwargs": {"middleware": [Middleware(ClassGate)]}}
+
+
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+class ClassGate:
+    """ASGI middleware for a class password (CNN_CLASSROOM_PASSWORD): a request passes when
+    its browser gave the password on the Streamlit pages (the Classify page's address
+    carries ``?class=TOKEN`` once; a cookie keeps it) or when it carries the password itself
+    (``X-Class-Password``: API clients). Anything else gets 401 and one line."""
+
+    COOKIE = "cnn-classroom-class"
+    STARTUP = "/gradio_api/startup-events"  # launch() calls it on this machine, unannounced
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        from starlette.requests import HTTPConnection
+        from starlette.responses import PlainTextResponse
+
+        conn = HTTPConnection(scope)
+        if conn.url.path == self.STARTUP and conn.client and conn.client.host in LOOPBACK:
+            return await self.app(scope, receive, send)  # Gradio's own call as it starts
+        given = conn.query_params.get("class", "")
+        if given and access.accepts_token(given):  # from the pages: remembered
+            return await self.app(scope, receive, self._remember(send))
+        if access.accepts_token(conn.cookies.get(self.COOKIE, "")) or access.accepts(
+            conn.headers.get("x-class-password", "\0")
+        ):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        words = " · ".join(text("pw_needed", lang) for lang in LANGUAGES)
+        return await PlainTextResponse(words, status_code=401)(scope, receive, send)
+
+    def _remember(self, send):
+        cookie = f"{self.COOKIE}={access.token()}; Path=/; HttpOnly; SameSite=Lax".encode()
+
+        async def with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"set-cookie", cookie)]}  # fmt: skip
+            await send(message)
+
+        return with_cookie
 
 
 def _exit_with(parent: int) -> None:

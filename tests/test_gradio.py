@@ -442,9 +442,11 @@ def test_the_api_on_an_empty_store_trains_the_default_once_and_answers(tmp_path,
 
 
 def test_a_class_password_guards_the_tab_and_its_api(store_root, monkeypatch):
-    """Issue 18: with CNN_CLASSROOM_PASSWORD set, the tab's configuration and API answer
-    only after Gradio's login with that password (any name)."""
+    """Issue 18: with CNN_CLASSROOM_PASSWORD set, the tab answers a browser the pages let in
+    (their token in its address once, then a cookie) or a client that sends the password;
+    anyone else gets 401 and one line, in both languages."""
     import httpx
+    from gradio_client import Client
 
     import gradio_app
     from core import access
@@ -456,11 +458,17 @@ def test_a_class_password_guards_the_tab_and_its_api(store_root, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
     gradio_app.launch(demo, "127.0.0.1", int(url.rsplit(":", 1)[1]), prevent_thread_lock=True)
     try:
-        with httpx.Client(base_url=url, timeout=30) as web:
-            assert web.get("/config").status_code == 401
-            wrong = web.post("/login", data={"username": "ana", "password": "tulipanes"})
-            assert wrong.status_code >= 400 and web.get("/config").status_code == 401
-            right = web.post("/login", data={"username": "ana", "password": "tulipanes 7"})
-            assert right.status_code == 200 and web.get("/config").status_code == 200
+        with httpx.Client(base_url=url, timeout=30) as stranger:
+            refused = stranger.get("/config")
+            assert refused.status_code == 401 and "contraseña" in refused.text
+            assert stranger.get("/?class=" + "0" * 32).status_code == 401
+            guess = {"x-class-password": "tulipanes"}
+            assert stranger.get("/config", headers=guess).status_code == 401
+        with httpx.Client(base_url=url, timeout=30) as student:
+            assert student.get(f"/es?class={access.token()}").status_code == 200
+            assert student.get("/config").status_code == 200  # the cookie, from now on
+        api = Client(url, headers={"X-Class-Password": "tulipanes 7"}, verbose=False)
+        endpoints = api.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert "/classify" in endpoints
     finally:
         demo.close()

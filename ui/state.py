@@ -68,16 +68,22 @@ def warm_server() -> threading.Thread:
     return thread
 
 
-def class_gate() -> None:
-    """With a class password set (CNN_CLASSROOM_PASSWORD), a visitor gives it once per
-    browser before any page runs; the URL then keeps a token of it, so a refresh does not ask
-    again. A wrong password waits a second: guessing stays slow."""
+def class_admitted() -> bool:
+    """Whether this visitor may see the pages: no class password is set
+    (CNN_CLASSROOM_PASSWORD), or this session gave it, or the URL keeps its token (a
+    refresh), which then stays in the URL."""
     if access.password() is None:
-        return
+        return True
     if st.session_state.get("class_ok") or access.accepts_token(st.query_params.get("class", "")):
         st.session_state.class_ok = True
         st.query_params["class"] = access.token()
-        return
+        return True
+    return False
+
+
+def class_password_form() -> None:
+    """The password page, in place of the page asked for (which opens once it is given);
+    stops the script. A wrong password waits a second: guessing stays slow."""
     st.title(t("pw_title"))
     st.write(t("pw_intro"))
     with st.form("class_password"):

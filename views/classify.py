@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import access
 from ui.i18n import lang, t
 from ui.state import classify_server
 
@@ -24,5 +25,7 @@ if not server.ready():
     st.stop()
 scheme = "https" if (st.context.url or "").startswith("https") else "http"
 url = server.url(st.context.headers.get("Host"), scheme) + ("es" if lang() == "es" else "")
+if access.password() is not None:  # this browser gave it: the tab lets it in too
+    url += f"?class={access.token()}"
 st.iframe(url, height=HEIGHT)
 st.markdown(f"[{t('cls_page_open')}]({url})")
