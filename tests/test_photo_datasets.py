@@ -19,7 +19,8 @@ def test_an_upload_is_kept_once_per_content_and_only_for_its_visitor(tmp_path):
     first = photo_sets.save_upload(tmp_path, "a" * 16, "../../My photos!.zip", content)
     again = photo_sets.save_upload(tmp_path, "a" * 16, "other name.zip", content)
     assert first == again and first.name == "My-photos.zip"  # no path parts, safe characters
-    assert first.is_relative_to(tmp_path / "uploads" / ("a" * 16))
+    assert first.is_relative_to(photo_sets.upload_dir(tmp_path, "a" * 16))
+    assert "a" * 16 not in str(first)  # a run's stored config shows this path to everyone
     assert first.read_bytes() == content
     assert not list(first.parent.glob("*.part"))  # written through a temporary file
     assert list(photo_sets.uploads(tmp_path, "a" * 16).values()) == [str(first)]

@@ -67,7 +67,14 @@ class Balance:
 
 
 def upload_dir(store_root: Path, token: str) -> Path:
-    return Path(store_root) / "uploads" / token
+    """A visitor's upload folder, named by a hash of their token: an upload's path ends up
+    in a run's stored config, which every student can read, and must not hand over the
+    token (it opens that student's jobs and uploads)."""
+    return Path(store_root) / "uploads" / _folder_of(token)
+
+
+def _folder_of(token: str) -> str:
+    return hashlib.sha256(f"cnn-classroom uploads|{token}".encode()).hexdigest()[:16]
 
 
 def save_upload(store_root: Path, token: str, filename: str, content: bytes) -> Path:
@@ -180,9 +187,10 @@ def _make_room(store_root: Path, token: str, digest: str, need: int, filename: s
                         "MB: refused")  # fmt: skip
     held = _holdings(store_root)
     oldest_first = sorted((h for h in held if h.digest != digest), key=lambda h: h.used)
-    mine = [h for h in oldest_first if h.owner == token]
+    owner = _folder_of(token)
+    mine = [h for h in oldest_first if h.owner == owner]
     for victim in mine:
-        if sum(h.own + h.extracted for h in held if h.owner == token) + need <= quota:
+        if sum(h.own + h.extracted for h in held if h.owner == owner) + need <= quota:
             break
         _evict(victim, held)
     for victim in oldest_first:
