@@ -33,7 +33,7 @@ import numpy as np
 
 from core import UserError, access, classify, explain, preprocess
 from core.device import cores
-from ui.text import LANGUAGES, class_name, number, run_label, text
+from ui.text import LANGUAGES, class_name, number, plain, run_label, text
 
 TOP_K = 5  # classes shown in the answer
 SHOWN = 224  # pixels the 28x28 pictures are enlarged to (nearest neighbour: crisp pixels)
@@ -130,7 +130,8 @@ class ClassifyTab:
         size, channels = meta["input"]["size"], meta["input"]["channels"]
         seen_note = text("cls_seen_note" if channels == 1 else "cls_seen_note_colour", lang,
                          size=size)  # fmt: skip
-        why = text(f"cls_explain_{method}", lang, name=top, model=meta["model"])
+        # gr.Markdown renders links: a class of somebody's zip is shown as text.
+        why = text(f"cls_explain_{method}", lang, name=plain(top), model=meta["model"])
         return label, seen, looked, f"{seen_note}\n\n{why}"
 
     def from_sketch(self, editor, run_id: str | None, lang: str):

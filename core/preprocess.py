@@ -26,6 +26,7 @@ MAX_PIXELS = 16_000_000  # larger images are refused before any pixel is decoded
 DRAFT_SIDE = 512  # a JPEG is decoded reduced, to no less than this on each side
 MAX_UPLOAD_MB = 20  # an image upload larger than this is refused by the page's uploader
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # Pillow format names an upload may have
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError)  # Pillow on a truncated or fake file
 
 
 class ImageTooLarge(UserError):
@@ -52,7 +53,7 @@ def open_image(data: bytes, formats: tuple[str, ...] = UPLOAD_FORMATS) -> Image.
         image = Image.open(io.BytesIO(data), formats=list(formats))
     except Image.DecompressionBombError as e:  # Pillow's own cap (higher than ours)
         raise ImageTooLarge(_bomb_pixels(e)) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except READ_ERRORS:
         raise UnreadableImage() from None
     _check_pixels(image)
     return image
@@ -69,13 +70,20 @@ def _check_pixels(image: Image.Image) -> None:
         raise ImageTooLarge(image.width * image.height)
 
 
-def _flatten(image: Image.Image) -> Image.Image:
-    """Any mode -> "L" or "RGB": 16-bit grey scaled to 8 bits, transparency composited over
-    black (the datasets' background), CMYK, palette and 1-bit converted."""
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit or float grey ("I", "I;16...", "F") -> "L", scaled (Pillow's own conversion
+    clips at 255: a 16-bit photo comes out almost all white); other modes as they are."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         a = np.asarray(image, dtype=np.float32)
         top = 65535.0 if a.max(initial=0) > 255 else 255.0  # 16-bit data, or 8-bit in a wide mode
         return Image.fromarray(np.round(np.clip(a / top, 0, 1) * 255).astype(np.uint8), "L")
+    return image
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """Any mode -> "L" or "RGB": 16-bit grey scaled to 8 bits, transparency composited over
+    black (the datasets' background), CMYK, palette and 1-bit converted."""
+    image = eight_bit(image)  # a new "L" image: no transparency left to composite
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
@@ -101,7 +109,7 @@ def to_model_input(image: Image.Image, channels: int, size: int) -> torch.Tensor
         pixels = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(_bomb_pixels(e)) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except READ_ERRORS:
         raise UnreadableImage() from None
     x = torch.from_numpy(pixels.reshape(size, size, channels).transpose(2, 0, 1).copy())
     return x[None]
@@ -179,7 +187,7 @@ def prepare(image: Image.Image, channels: int, size: int) -> torch.Tensor:
         grey = np.asarray(_on_white(image).convert("L"), dtype=np.float32) / 255.0
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(_bomb_pixels(e)) from None
-    except (OSError, ValueError, SyntaxError, EOFError):
+    except READ_ERRORS:
         raise UnreadableImage() from None
     return torch.from_numpy(frame_like_dataset(grey, size))[None, None]
 

@@ -1,16 +1,21 @@
 """Datasets of one's own photos on the Train page (issue 7): uploads kept per visitor, folders
-the teacher offers, the class balance, refusals, and a backbone trained on them."""
+the teacher offers, the class balance, refusals, and a backbone trained on them; their images
+read as the Classify tab reads uploads (issue 18, item 7)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 from conftest import open_page, widget
+from PIL import Image
 from test_backbone import write_photos
 
 from core import UserError
+from core.data import folder
 from ui import datasets as photo_sets
 
 
@@ -94,3 +99,71 @@ def test_train_page_trains_a_backbone_on_an_offered_folder(tmp_path, monkeypatch
         assert job.cfg.model.tune is None  # the model default, frozen, left unset
     finally:
         jobs().shutdown()
+
+
+# -- reading the images (issue 18, item 7) -----------------------------------------------------
+
+
+def saved(image: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def test_sixteen_bit_grey_photos_keep_their_contrast(tmp_path):
+    """A 16-bit PNG (a scanner's, a microscope's) is scaled to 8 bits as the Classify tab
+    scales it, not clipped at 255 (which left it almost all white)."""
+    ramp = np.linspace(0, 65535, 48 * 48).reshape(48, 48).astype(np.uint16)
+    (tmp_path / "deep.png").write_bytes(saved(Image.fromarray(ramp), "PNG"))
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    pixels = folder.decode(tmp_path / "deep.png", 32, 1)
+    assert pixels.min() < 20 and pixels.max() > 235
+    assert 100 < pixels.mean() < 155 and (pixels == 255).mean() < 0.05
+    assert not folder.is_color([tmp_path / "deep.png"])
+
+
+def test_unreadable_and_disguised_images_are_skipped_and_counted(tmp_path):
+    """Truncated files, and files named .png that are another format Pillow reads (TIFF,
+    ICO) but the Classify tab does not accept, are skipped and counted; the rest loads."""
+    root = write_photos(tmp_path / "bugs", per_class=4)
+    photo = Image.open(root / "ants" / "0.jpg").convert("RGB")
+    jpeg, png = saved(photo, "JPEG"), saved(photo, "PNG")
+    (root / "ants" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "bees" / "cut.png").write_bytes(png[: len(png) // 2])
+    (root / "bees" / "tiff.png").write_bytes(saved(photo, "TIFF"))
+    (root / "bees" / "icon.png").write_bytes(saved(photo, "ICO"))
+    listing = folder.scan(root)
+    unreadable = []
+    splits, color = folder.load(listing, 16, unreadable)
+    assert sorted(p.name for p in unreadable) == ["cut.jpg", "cut.png", "icon.png", "tiff.png"]
+    x, y = splits["all"]
+    assert color and x.shape == (8, 3, 16, 16) and list(np.bincount(y)) == [4, 4]
+    with pytest.raises(UserError, match="not a readable image"):
+        folder.decode(root / "bees" / "tiff.png", 16, 3)
+    for bad in ("cut.jpg", "cut.png"):
+        with pytest.raises(UserError, match="not a readable image"):
+            folder.decode(root / ("ants" if bad.endswith("jpg") else "bees") / bad, 16, 3)
+    # What a run and the pages are told: the dataset's source names the count.
+    from core import data as datasets
+    from core.config import DataConfig
+
+    loaded = datasets.load(DataConfig(str(root), val_size=2, image_size=16))
+    assert "(4 unreadable images skipped)" in loaded.source
+
+
+def test_a_class_without_one_readable_image_is_refused(tmp_path):
+    root = write_photos(tmp_path / "bugs", per_class=2)
+    tiff = saved(Image.new("RGB", (8, 8), "red"), "TIFF")
+    for path in (root / "bees").iterdir():
+        path.write_bytes(tiff)
+    with pytest.raises(UserError, match="without a readable image: bees"):
+        folder.load(folder.scan(root), 16)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", "png"), ("JPEG", "jpg"), ("GIF", "gif"),
+                                         ("WEBP", "webp"), ("BMP", "bmp")])  # fmt: skip
+def test_the_classify_tabs_formats_still_load(tmp_path, fmt, suffix):
+    image = Image.new("RGB", (12, 10), (200, 30, 30))
+    (tmp_path / f"a.{suffix}").write_bytes(saved(image, fmt))
+    pixels = folder.decode(tmp_path / f"a.{suffix}", 8, 3)
+    assert pixels.shape == (3, 8, 8) and pixels[0].mean() > 150 and pixels[2].mean() < 90

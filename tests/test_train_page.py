@@ -217,7 +217,7 @@ def test_a_zip_that_cannot_be_read_says_so_in_one_line_and_leaves_the_list(serve
     at.session_state["train_dataset"] = str(saved)
     at.switch_page("views/train.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    errors = [e.value for e in at.error]
+    errors = [e.value.replace("\\", "") for e in at.error]  # Markdown escapes undone
     assert any(f"{kind}.zip" in e and ("password" in e or "damaged" in e) for e in errors)
     assert all("\n" not in e and "Traceback" not in e for e in errors)
     assert photo_sets.uploads(server.store.root, OWNER) == {}

@@ -54,6 +54,7 @@ class Balance:
     classes: tuple[str, ...]
     counts: dict[str, np.ndarray]  # split ("all" | "train" | "val" | "test") -> per class
     skipped: int  # hidden or non-image files
+    renamed: tuple[tuple[str, str], ...] = ()  # (class folder, the class name shown)
 
     @property
     def total(self) -> int:
@@ -266,7 +267,7 @@ def balance(path: str) -> Balance:
         for split, items in listing.files.items()
     }
     name = Path(path).name if Path(path).suffix.lower() == ".zip" else source.folder.name
-    return Balance(name, listing.classes, counts, listing.skipped)
+    return Balance(name, listing.classes, counts, listing.skipped, listing.renamed)
 
 
 def check(path: str) -> Balance:

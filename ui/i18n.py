@@ -82,6 +82,13 @@ def class_name(name: str) -> str:
     return _text.class_name(name, lang())
 
 
+def renamed_folders(pairs) -> str:
+    """A Markdown line: which class folders are shown under another name ((folder, class)
+    pairs, a dataset listing's ``renamed``), both names written as they are."""
+    shown = "; ".join(f"{_text.plain(repr(old))} → {_text.plain(repr(new))}" for old, new in pairs)
+    return t("data_renamed", names=shown)
+
+
 def language_picker() -> None:
     """The sidebar switch; the choice lives in the session and the URL (?lang=es)."""
     if "lang" not in st.session_state:

@@ -71,6 +71,21 @@ def class_name(name: str, lang: str) -> str:
     return CLASS_NAMES_ES.get(name, name) if lang == "es" else name
 
 
+# Names people choose (class folders, runs) are text wherever they are shown: in Markdown
+# through ``plain``; in HTML (a gallery, Plotly's labels, which render <a>, <b>, <br>...)
+# through html.escape, which also keeps an old run's stored names harmless.
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: Markdown syntax
+_BARE_LINK = re.compile(r"(?i)(?=www\\\.)|(?<=[:@])")  # where GFM links an address in text
+
+
+def plain(words: str) -> str:
+    """``words`` as Markdown shows them, literally: every ASCII punctuation mark escaped
+    (no link, image, tag, emphasis or Streamlit directive such as :red[...]), and an
+    invisible word joiner where GitHub's Markdown would still link a bare address (after
+    "http:" or "@", before "www."): it finds those in the text once escapes are undone."""
+    return _BARE_LINK.sub("\u2060", _PUNCTUATION.sub(r"\\\1", words))
+
+
 DASH = "—"  # what a table or a label shows for a value that does not exist
 SEPARATORS = {"en": (",", "."), "es": (".", ",")}  # (thousands, decimal)
 

@@ -171,12 +171,12 @@ def latent_section(runs: dict) -> None:
             store().root,
         )  # fmt: skip
     fig = go.Figure()
-    for c, name in enumerate(data.classes):
+    for c, name in enumerate(html.escape(class_name(n)) for n in data.classes):
         idx = np.flatnonzero(data.y_test == c)
         fig.add_trace(go.Scattergl(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=class_name(name),
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
             marker={"size": 3}, customdata=idx,  # the test-set index: the hover picture's
-            hovertemplate=f"{html.escape(class_name(name))}<br>#%{{customdata}}<extra></extra>",
+            hovertemplate=f"{name}<br>#%{{customdata}}<extra></extra>",
         ))  # fmt: skip
     fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10},
                       legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"})  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -24,7 +26,7 @@ def overlay(runs: list[dict]):
     fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
     for k, meta in enumerate(runs):
         color = qualitative.Plotly[k % len(qualitative.Plotly)]
-        h, name = meta["history"], label(meta)
+        h, name = meta["history"], html.escape(label(meta))  # Plotly renders <a>, <b>...
         for col, metric in ((1, "loss"), (2, "accuracy")):
             fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"val_{metric}"], name=name,
                                      legendgroup=name, showlegend=col == 1,

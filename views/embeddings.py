@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import re
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from ui.gallery import gallery, page
 from ui.i18n import class_name, dataset_name, num, pct, t
 from ui.runs import choose, data_of, default_run, label, model, test_probs
 from ui.state import dataset, store, stored_runs
+from ui.text import plain
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
 PIXELS = "pixels"
@@ -178,11 +178,6 @@ def scatter(coords, y, pred, classes, revision: str, trace=go.Scattergl, ring: b
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     return fig, traces
-
-
-def plain(text: str) -> str:
-    """Text shown literally in Markdown (a folder's class name may contain * [ ] : ...)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:])", r"\\\1", text)
 
 
 def selected_indices(event, traces: list[np.ndarray]) -> np.ndarray:

@@ -12,7 +12,7 @@ from ui.charts import confusion, curves, per_class
 from ui.gallery import gallery, page
 from ui.i18n import class_name, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
-from ui.text import DASH
+from ui.text import DASH, plain
 
 GALLERY_LIMIT = 48  # images of a clicked cell per page
 PICKER = "ev_run"  # the run picker's key
@@ -107,7 +107,7 @@ def cell_gallery_ui(meta: dict, probs: np.ndarray, data) -> None:
     names = [class_name(c) for c in meta["classes"]]
     true, pred = divmod(cell, len(names))
     idx = metrics.pair_indices(data.y_test, probs.argmax(1), true, pred)
-    st.markdown(t("ev_cell", n=num(len(idx)), true=names[true], pred=names[pred]))
+    st.markdown(t("ev_cell", n=num(len(idx)), true=plain(names[true]), pred=plain(names[pred])))
     shown = idx[page(len(idx), GALLERY_LIMIT, key=f"ev_cell_page_{cell}")]
     guess = [f"{names[pred]} {pct(probs[i, pred], 0)}" for i in shown]
     if true != pred:  # and how sure it was of the right class

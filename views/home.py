@@ -25,9 +25,13 @@ from ui.i18n import (
 )
 from ui.runs import names
 from ui.state import LOAD, dataset, start, stored_runs
-from ui.text import DASH
+from ui.text import DASH, plain
 
 SAMPLES_PER_CLASS = 12
+# core.data's counts in its note on a folder's images, and their keys in the catalogue.
+NOTES = {"non-image files skipped": "source_skipped", "class folders renamed": "source_renamed",
+         "unreadable images skipped": "source_unreadable"}  # fmt: skip
+_COUNTS = "|".join(NOTES)
 
 
 @st.cache_data(show_spinner=False)
@@ -51,9 +55,10 @@ def source_text(note: str) -> str:
     """core.data's English note on where the images came from, in the page's language."""
     if note == "scikit-learn's bundled digits":
         return t("source_digits")
-    if match := re.fullmatch(r"from (.+?)(?: \((\d+) non-image files skipped\))?", note):
-        where = t("source_from", path=match[1])
-        return where + (t("source_skipped", n=num(int(match[2]))) if match[2] else "")
+    if match := re.fullmatch(rf"from (.+?)((?: \(\d+ (?:{_COUNTS})\))*)", note):
+        counts = re.findall(rf" \((\d+) ({_COUNTS})\)", match[2])
+        return t("source_from", path=match[1]) + "".join(t(NOTES[what], n=num(int(n)))
+                                                         for n, what in counts)  # fmt: skip
     return note
 
 
@@ -77,7 +82,7 @@ def dataset_section(data) -> None:
         for c, name in enumerate(data.classes):
             idx = np.flatnonzero(data.y_test == c)[:SAMPLES_PER_CLASS]
             label, strip = st.columns([1, 4])
-            label.markdown(f"**{class_name(name)}**")
+            label.markdown(f"**{plain(class_name(name))}**")
             strip.image(sample_strip(data.x_test[idx]), width="stretch", clamp=True)
     with balance:
         st.subheader(t("balance"))

@@ -10,7 +10,7 @@ from PIL import Image
 from core import UserError, explain, preprocess
 from ui import runs
 from ui.i18n import class_name, dataset_name, num, pct, styled, t
-from ui.text import DASH
+from ui.text import DASH, plain
 
 TOP_K = 3
 # Sizes for a projector at the back of a classroom: a 3x3 filter becomes 96 pixels across and
@@ -133,7 +133,7 @@ def prediction_ui(probs: np.ndarray, classes: list[str]) -> int:
     bar = st.column_config.ProgressColumn(" ", min_value=0, max_value=1, format=" ")
     st.dataframe(styled(table).format(pct, subset=[prob]), hide_index=True, placeholder=DASH,
                  column_config={"bar": bar})  # fmt: skip
-    names = {c: class_name(classes[c]) for c in top}
+    names = {c: plain(class_name(classes[c])) for c in top}  # radio options are Markdown
     return st.radio(t("ins_explain_class"), top, format_func=names.__getitem__,
                     horizontal=True, help=t("ins_explain_class_help"))  # fmt: skip
 
@@ -144,7 +144,7 @@ def look_section(model, meta: dict, image, truth: int | None, has_conv: bool) ->
     shown = explain.to_display(image)
     left, middle, right = st.columns(3)
     with left:
-        caption = t("ins_true", name=class_name(classes[truth])) if truth is not None else None
+        caption = None if truth is None else t("ins_true", name=plain(class_name(classes[truth])))
         picture(shown, IMAGE_WIDTH, caption)
         st.caption(t("ins_input_explain", size=num(shown.shape[0])))
     with middle:
@@ -154,7 +154,7 @@ def look_section(model, meta: dict, image, truth: int | None, has_conv: bool) ->
         heat = explain.hires_cam(model, image, target)
         kind = "cam" if has_conv else "saliency"
         picture(explain.overlay(shown, heat), IMAGE_WIDTH, t(f"ins_{kind}"))
-        name = class_name(classes[target])
+        name = plain(class_name(classes[target]))  # captions are Markdown
         st.caption(t(f"ins_{kind}_explain", name=name))
         if has_conv and not heat.any():  # only what raises the score is drawn
             st.caption(t("ins_cam_empty", name=name))

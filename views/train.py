@@ -22,9 +22,10 @@ from core.config import (
 from core.data import BUILTIN
 from ui import datasets as photo_sets
 from ui.charts import counts, curves
-from ui.i18n import decimal_slider, num, pct, preset_summary, rate, t
+from ui.i18n import decimal_slider, num, pct, preset_summary, rate, renamed_folders, t
 from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, live_curves, restart_note, show_job, start, store, user
+from ui.text import plain
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
 # 10 is far enough to watch a run diverge (the help says so); beyond it nothing new is seen.
@@ -219,7 +220,8 @@ def _uploaded(key: str) -> None:
         if path is not None:
             photo_sets.forget_upload(path)
         why = str(e) if isinstance(e, UserError) else (e.strerror or str(e))
-        st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=file.name, why=why)
+        st.session_state["dataset_zip_error"] = t("tr_bad_dataset", name=plain(file.name),
+                                                  why=plain(why))  # fmt: skip
     else:
         st.session_state[key] = str(path)
 
@@ -229,7 +231,7 @@ def balance_view(path: str) -> None:
     try:
         info = photo_sets.check(path)
     except UserError as e:
-        st.error(t("tr_bad_dataset", name=Path(path).name, why=str(e)))
+        st.error(t("tr_bad_dataset", name=plain(Path(path).name), why=plain(str(e))))
         if path in photo_sets.uploads(store().root, user()).values():  # gone from the list
             photo_sets.forget_upload(Path(path))
         raise UserError(t("tr_pick_other")) from None
@@ -240,6 +242,8 @@ def balance_view(path: str) -> None:
                     key=f"balance_{info.name}")  # fmt: skip
     if info.skipped:
         st.caption(t("tr_skipped", n=info.skipped))
+    if info.renamed:
+        st.caption(renamed_folders(info.renamed))
     if info.ratio > 1.5:
         st.warning(t("tr_imbalanced", ratio=f"{info.ratio:.1f}"))
 

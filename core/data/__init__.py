@@ -84,8 +84,10 @@ def _folder_source(path: str) -> Source:
     from core.data import folder
 
     listing = folder.scan(Path(path))
-    note = f"from {path}" + (
-        f" ({listing.skipped} non-image files skipped)" if listing.skipped else ""
+    note = (
+        f"from {path}"
+        + (f" ({listing.skipped} non-image files skipped)" if listing.skipped else "")
+        + (f" ({len(listing.renamed)} class folders renamed)" if listing.renamed else "")
     )
     return Source("folder", Path(path), folder.fingerprint(listing), note, 64)
 
@@ -226,6 +228,7 @@ def _decode(cfg: DataConfig) -> ImageData:
     cfg = effective(cfg)
     source = describe(cfg)
     size = cfg.image_size or source.native_size
+    unreadable = 0  # images of a folder that could not be read (skipped)
     if source.kind == "fashion-mnist":
         x, y, x_test, y_test = fashion_mnist.load(source.folder)
         name, classes = "Fashion-MNIST", fashion_mnist.CLASSES
@@ -239,7 +242,8 @@ def _decode(cfg: DataConfig) -> ImageData:
         x, y, x_test, y_test = split_train_val(x, y, int(len(y) * HOLDOUT), cfg.split_seed + 1)
         x_train, y_train, x_val, y_val = _holdout_split(x, y, cfg.val_size, cfg.split_seed)
     else:
-        x_train, y_train, x_val, y_val, x_test, y_test, classes = _load_folder(cfg, source, size)
+        *arrays, classes, unreadable = _load_folder(cfg, source, size)
+        x_train, y_train, x_val, y_val, x_test, y_test = arrays
         name = source.folder.name
     if size != x_train.shape[-1]:
         x_train, x_val, x_test = (resize_all(a, size) for a in (x_train, x_val, x_test))
@@ -255,7 +259,7 @@ def _decode(cfg: DataConfig) -> ImageData:
         x_test=x_test,
         y_test=y_test,
         identity=identity(cfg),
-        source=source.note,
+        source=source.note + (f" ({unreadable} unreadable images skipped)" if unreadable else ""),
     )
 
 
@@ -268,7 +272,8 @@ def _load_folder(cfg: DataConfig, source: Source, size: int):
     from core.data import folder
 
     listing = folder.scan(source.folder)
-    splits, _ = folder.load(listing, size)
+    unreadable: list[Path] = []  # truncated or disallowed files: skipped, and said
+    splits, _ = folder.load(listing, size, unreadable)
     if "all" in splits:
         x, y = splits["all"]
         x, y, x_test, y_test = split_train_val(
@@ -289,4 +294,4 @@ def _load_folder(cfg: DataConfig, source: Source, size: int):
             )
     if len(np.unique(y_train)) < 2:
         raise UserError(f"dataset {source.folder} needs training images of at least two classes")
-    return x_train, y_train, x_val, y_val, x_test, y_test, listing.classes
+    return x_train, y_train, x_val, y_val, x_test, y_test, listing.classes, len(unreadable)
