@@ -10,8 +10,8 @@ others a distinct small run: ``fast`` for 2 epochs with their own seed), calls t
 ``/classify`` API three times, visits other pages while it trains, and watches it until it
 ends. When ``--kill-after`` of the distinct trainings are done, the bench kills the whole
 app with SIGKILL and starts it again; every student reconnects and reopens the Train page
-from the URL they had (their token and job). Then the same runs are trained one after
-another alone, each a ``python -m core train`` process on a fresh store, for
+from the URL they had (their job; their cookie keeps their token). Then the same runs are
+trained one after another alone, each a ``python -m core train`` process on a fresh store, for
 ``solo_sum_s``.
 
 The teacher opens the app first (its first page pays the server's imports, 3-5 s); the
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class Student(threading.Thread):
         super().__init__(daemon=True, name=f"student-{index}")
         self.index, self.distinct, self.app, self.db, self.class_ = index, distinct, app, db, class_
         self.query: dict = {}
+        self.token = secrets.token_hex(8)  # the browser's cookie: the same after a restart
         self.job_id: str | None = None
         self.error = ""
 
@@ -66,7 +68,7 @@ class Student(threading.Thread):
         while True:
             self.class_.up.wait()
             try:
-                return Session(self.app.url, timeout=120)
+                return Session(self.app.url, timeout=120, user=self.token)
             except OSError:
                 time.sleep(0.5)
 
@@ -74,7 +76,7 @@ class Student(threading.Thread):
         seconds = s.open(name, **self.query)
         self.class_.page_times.append(seconds)
         self.class_.by_page.setdefault(name or "home", []).append(seconds)
-        self.query = {k: v for k, v in s.query.items() if k in ("user", "job", "lang")}
+        self.query = {k: v for k, v in s.query.items() if k in ("job", "lang")}
 
     def run(self) -> None:
         rng = random.Random(self.index)
@@ -98,7 +100,7 @@ class Student(threading.Thread):
             s.set("Seed", 100 + self.index)
         self.class_.first_start.setdefault("t", time.perf_counter())
         s.click("Start")
-        self.query = {k: v for k, v in s.query.items() if k in ("user", "job", "lang")}
+        self.query = {k: v for k, v in s.query.items() if k in ("job", "lang")}
         self.job_id = self.query.get("job")
         if self.job_id is None:
             raise RuntimeError("Start queued no job: " + s.text()[-300:])

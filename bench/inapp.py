@@ -76,7 +76,7 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
         s.set("Epochs", epochs)
         done = threading.Event()
         if browser:
-            job_id, watcher = _watch_in_chromium(app.url, s.query, model, epochs, done)
+            job_id, watcher = _watch_in_chromium(app.url, model, epochs, done)
             s.close()
         else:
             s.click("Start")
@@ -105,7 +105,7 @@ def in_app(model: str, epochs: int, scratch: Path, browser: bool, every: float) 
         app.kill()
 
 
-def _watch_in_chromium(url: str, query: dict, model: str, epochs: int,
+def _watch_in_chromium(url: str, model: str, epochs: int,
                        done: threading.Event) -> tuple[str, threading.Thread]:  # fmt: skip
     """Open the Train page in headless Chromium, set the model and epochs, press Start,
     and keep the page open (in a thread) until ``done``; the job id and that thread."""
@@ -127,7 +127,7 @@ def _watch_in_chromium(url: str, query: dict, model: str, epochs: int,
                 args=["--headless", "--no-sandbox", "--disable-gpu"],
             )
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{url}/train?user={query['user']}")
+            page.goto(f"{url}/train")
             page.get_by_text("Start from").first.wait_for(timeout=60_000)
             if model != "cnn_bn":  # the form's default
                 picker = page.locator("[data-testid=stSelectbox]").filter(has_text="Model")

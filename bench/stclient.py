@@ -20,6 +20,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.sync.client import connect
 
+USER_COOKIE = "cnn_classroom_user"  # ui.state.USER_COOKIE (not imported: no Streamlit app here)
+
 # A run ended early for a rerun (a button's st.switch_page) is followed by the new run.
 FINISHED = {
     ForwardMsg.FINISHED_SUCCESSFULLY,
@@ -41,11 +43,15 @@ class Widget:
 class Session:
     """One visitor's websocket session with a Streamlit server at ``url``."""
 
-    def __init__(self, url: str, timeout: float = 60):
+    def __init__(self, url: str, timeout: float = 60, user: str | None = None):
+        """``user``: the visitor's token, sent as the app's cookie (a browser that visited
+        before); None: a new visitor."""
         self.url = url.rstrip("/")
         netloc = urlparse(self.url).netloc
+        cookie = {"Cookie": f"{USER_COOKIE}={user}"} if user else None
         self.ws = connect(f"ws://{netloc}/_stcore/stream", subprotocols=["streamlit"],
-                          origin=self.url, max_size=None, open_timeout=timeout)  # fmt: skip
+                          origin=self.url, max_size=None, open_timeout=timeout,
+                          additional_headers=cookie)  # fmt: skip
         self.timeout = timeout
         self.widgets: dict[str, Widget] = {}  # label -> the widget last drawn with it
         self.buttons: list[Widget] = []  # every button, in page order

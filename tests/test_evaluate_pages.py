@@ -347,3 +347,26 @@ def test_a_cell_number_maps_to_its_true_and_predicted_class():
     y_true, y_pred = np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2])
     true, pred = divmod(1 * 3 + 2, 3)
     assert list(metrics.pair_indices(y_true, y_pred, true, pred)) == [1]
+
+
+def test_a_run_has_a_read_only_share_link_with_nothing_of_its_viewer(store):
+    """Issue 18: the Evaluate page offers a link to the run that names the run and the
+    language, and nothing of the student who copies it (no token, no job)."""
+    run_id = store["digits"]["run_id"]
+    at = open_page("evaluate", lang="es", run=run_id, user="0123456789abcdef", job="j1")
+    links = [c.value for c in at.code]
+    assert links == [f"/evaluate?run={run_id}&lang=es"]
+    assert "0123456789abcdef" not in links[0] and "j1" not in links[0]
+
+
+def test_a_link_with_someones_token_does_not_make_its_opener_that_student(monkeypatch, tmp_path):
+    """Issue 18: the token of an old link (?user=...) is neither adopted nor kept in the
+    address; the visitor gets a token of their own (kept in a cookie, not the URL)."""
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["user"] = "0123456789abcdef"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    mine = at.session_state["user"]
+    assert mine != "0123456789abcdef" and len(mine) == 16
+    assert "user" not in at.query_params

@@ -300,7 +300,7 @@ def test_a_page_opened_from_its_old_url_reattaches_after_a_restart(tmp_path, mon
     monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=120)
-    at.query_params["user"], at.query_params["job"] = owner, job.id
+    at.session_state["user"], at.query_params["job"] = owner, job.id
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [i.value for i in at.info] + [c.value for c in at.caption]
@@ -323,7 +323,7 @@ def test_the_train_page_says_when_a_student_has_too_many_runs(tmp_path, monkeypa
     JobQueue(Store(tmp_path), dispatch=False).submit(LONG, owner)
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "views" / "train.py"), default_timeout=120)
-    at.query_params["user"] = owner
+    at.session_state["user"] = owner
     at.run()
     at.selectbox(key="train_dataset").set_value("digits")
     widget(at, "number_input", "Epochs").set_value(1)

@@ -142,7 +142,7 @@ def fresh_caches():
 def test_a_spanish_page_shows_no_english(spanish_store, fresh_caches, monkeypatch, name):
     monkeypatch.setenv("CNN_CLASSROOM_STORE", str(spanish_store))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.query_params["lang"], at.query_params["user"] = "es", OWNER
+    at.query_params["lang"], at.session_state["user"] = "es", OWNER
     at.switch_page(f"views/{name}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     texts = [text for text in visible(at) if text not in BILINGUAL]

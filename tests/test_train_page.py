@@ -53,7 +53,7 @@ def expected(cfg) -> dict:
 def page(owner: str = OWNER, job: str | None = None, lang: str = "en") -> AppTest:
     """The Train page opened in the app (its navigation and links), with ``job`` in its URL."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["user"], at.query_params["lang"] = owner, lang
+    at.session_state["user"], at.query_params["lang"] = owner, lang
     if job:
         at.query_params["job"] = job
     at.switch_page("views/train.py").run()
@@ -153,7 +153,7 @@ def test_a_refresh_on_a_stored_run_keeps_it_and_its_settings(server, tiny_run):
     shutil.copytree(Store(tiny_run.root).path(tiny_run.run_id),
                     server.store.path(tiny_run.run_id))  # fmt: skip
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["user"], at.query_params["stored"] = OWNER, tiny_run.run_id
+    at.session_state["user"], at.query_params["stored"] = OWNER, tiny_run.run_id
     at.switch_page("views/train.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert {k: form(at)[k] for k in expected(TINY)} == expected(TINY)
@@ -213,7 +213,7 @@ def test_a_zip_that_cannot_be_read_says_so_in_one_line_and_leaves_the_list(serve
     content = _zips(tmp_path)[kind].read_bytes()
     saved = photo_sets.save_upload(server.store.root, OWNER, f"{kind}.zip", content)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["user"], at.query_params["lang"] = OWNER, "en"
+    at.session_state["user"], at.query_params["lang"] = OWNER, "en"
     at.session_state["train_dataset"] = str(saved)
     at.switch_page("views/train.py").run()
     assert not at.exception, [e.value for e in at.exception]

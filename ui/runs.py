@@ -117,6 +117,20 @@ def pick_run(label_text: str, key: str, task: str = "classify", help: str | None
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def share_link(run_id: str, page: str = "evaluate") -> str:
+    """A read-only link to a run's page: this app's address as the browser sees it, the
+    page, the run and the language; nothing of the visitor's (their token is a cookie)."""
+    here = (st.context.url or "").split("?", 1)[0].rstrip("/")
+    root = here.rsplit("/", 1)[0] if here.count("/") > 2 else here  # drop this page's path
+    return f"{root}/{page}?run={run_id}&lang={lang()}"
+
+
+def share_ui(run_id: str) -> None:
+    with st.expander(t("ev_share")):
+        st.caption(t("ev_share_help"))
+        st.code(share_link(run_id), language=None)
+
+
 def model(run_id: str):
     """(model, meta) loaded once per server and kept (read-only: inference only)."""
     return store().load_model(run_id)

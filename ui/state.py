@@ -99,18 +99,36 @@ def class_password_form() -> None:
     st.stop()
 
 
-def user() -> str:
-    """This visitor's private token, kept in the URL (?user=...) so a refresh keeps it.
+USER_COOKIE = "cnn_classroom_user"  # this browser's private token
+USER_DAYS = 180  # how long a browser keeps it: a school term and then some
 
-    Live jobs are visible only under the token that started them: sharing the page's URL
-    is how a run is shared on purpose.
-    """
+
+def user() -> str:
+    """This visitor's private token: it owns their live jobs and uploads. A cookie keeps it
+    (a refresh or a new tab of the same browser is the same visitor), never the URL: a link
+    a student shares (a run's Evaluate page, the Train page) hands over nothing of theirs.
+    An old link's ``?user=`` is dropped, not adopted."""
     if "user" not in st.session_state:
-        token = st.query_params.get("user", "")
-        valid = len(token) == 16 and all(c in "0123456789abcdef" for c in token)
-        st.session_state.user = token if valid else secrets.token_hex(8)
-    st.query_params["user"] = st.session_state.user
+        token = st.context.cookies.get(USER_COOKIE, "")
+        if not _is_token(token):
+            token = secrets.token_hex(8)
+            _remember(token)
+        st.session_state.user = token
+    st.query_params.pop("user", None)
     return st.session_state.user
+
+
+def _is_token(text: str) -> bool:
+    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+
+
+def _remember(token: str) -> None:
+    """Ask the browser to keep ``token`` (this page's own origin only, sent to it alone).
+    Drawn last in the sidebar: an element above the page would shift every element of its
+    first run against the next, and Streamlit would show both while the next one runs."""
+    cookie = f"{USER_COOKIE}={token}; path=/; max-age={USER_DAYS * 86400}; SameSite=Strict"
+    st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
+                    unsafe_allow_javascript=True)  # fmt: skip
 
 
 LOAD = "tr_load"  # a config for the Train page's form to show (set by Home's Run)

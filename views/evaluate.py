@@ -155,6 +155,7 @@ def main() -> None:
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
+    runs.share_ui(meta["run_id"])
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="ev_curves")  # fmt: skip
     if meta.get("overfitting_epoch"):
