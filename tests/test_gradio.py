@@ -472,3 +472,21 @@ def test_a_class_password_guards_the_tab_and_its_api(store_root, monkeypatch):
         assert "/classify" in endpoints
     finally:
         demo.close()
+
+
+def test_a_restarted_app_gets_its_tabs_port_back():
+    """A server killed a moment ago leaves its connections in TIME_WAIT; the tab's port is
+    still free for the restarted app (uvicorn binds past them), only a listener holds it."""
+    import socket
+
+    from ui.classify_server import _port_free
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    assert not _port_free("127.0.0.1", port)  # something listens: busy
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its port's connection waits in TIME_WAIT
+    client.close()
+    listener.close()
+    assert _port_free("127.0.0.1", port)

@@ -31,7 +31,11 @@ _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})$")
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``port``. Connections of a server killed a moment ago
+    linger in TIME_WAIT; uvicorn binds past them (SO_REUSEADDR), and so does this check, or
+    a restarted app would move its tab to another port under the clients' feet."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
