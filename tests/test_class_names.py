@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
-from conftest import ROOT, TINY
+from conftest import TINY
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 from test_backbone import write_photos
+from test_evaluate_pages import open_page
 
 from core import UserError
 from core.config import DataConfig, RunConfig
@@ -187,16 +188,11 @@ def hostile(tmp_path_factory):
 
 
 def page(name: str, root, monkeypatch, **state) -> AppTest:
+    """views/<name>.py on the store at ``root`` (Streamlit's caches cleared: it sees it)."""
     monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
     st.cache_data.clear()
     st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=180)
-    at.session_state["lang"] = "en"
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(name, **state)
 
 
 def markdown_texts(at: AppTest) -> list[str]:
