@@ -116,7 +116,6 @@ def pick_run(label_text: str, key: str, task: str = "classify", help: str | None
     return by_id[run_id]
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
 def share_link(run_id: str, page: str = "evaluate") -> str:
     """A read-only link to a run's page: this app's address as the browser sees it, the
     page, the run and the language; nothing of the visitor's (their token is a cookie)."""
@@ -131,6 +130,7 @@ def share_ui(run_id: str) -> None:
         st.code(share_link(run_id), language=None)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
 def model(run_id: str):
     """(model, meta) loaded once per server and kept (read-only: inference only)."""
     return store().load_model(run_id)
