@@ -1,11 +1,11 @@
 """The class password: who may use the app once it is open to the classroom network.
 
 A teacher who starts the app with ``CNN_CLASSROOM_PASSWORD`` set gets a password page before
-any other page (Streamlit) and Gradio's login before the Classify tab and its ``/classify``
-API. Unset, the app is open to whoever reaches it (the default binds localhost only).
-A browser that gave the password keeps ``token()`` in its URL (``?class=``), so a refresh
-does not ask again; it is derived from the password, so it says nothing of it and changes
-with it.
+any other page (Streamlit); the Classify tab and its ``/classify`` API let in only a browser
+the pages let in or a client that sends the password (``gradio_app.ClassGate``). Unset, the
+app is open to whoever reaches it (the default binds localhost only). A browser that gave
+the password keeps ``token()`` in its URL (``?class=``), so a refresh does not ask again;
+it is derived from the password, so it says nothing of it and changes with it.
 """
 
 from __future__ import annotations

@@ -75,10 +75,14 @@ def class_admitted() -> bool:
     if access.password() is None:
         return True
     if st.session_state.get("class_ok") or access.accepts_token(st.query_params.get("class", "")):
-        st.session_state.class_ok = True
-        st.query_params["class"] = access.token()
+        _admit()
         return True
     return False
+
+
+def _admit() -> None:
+    st.session_state.class_ok = True
+    st.query_params["class"] = access.token()
 
 
 def class_password_form() -> None:
@@ -90,8 +94,7 @@ def class_password_form() -> None:
         given = st.text_input(t("pw_label"), type="password")
         entered = st.form_submit_button(t("pw_enter"), type="primary")
     if entered and access.accepts(given):
-        st.session_state.class_ok = True
-        st.query_params["class"] = access.token()
+        _admit()
         st.rerun()
     if entered:
         time.sleep(1.0)
@@ -198,7 +201,7 @@ def _live_every() -> float:
 
 # Seconds between new drawings of a running job's curves. A new Plotly figure is most of
 # what a live page costs the browser: in bench/inapp.py --browser (cnn_bn, 2 epochs) the
-# browser took 1.6 s of CPU over an 8 s run with a new chart every second, 1.0 s with one
+# browser took 1.6 s of CPU over an 8 s run with a new chart every second, 1.0-1.3 s with one
 # every 3 s and 0.6-0.8 s with none, on the two cores the trainer uses when the teacher's
 # browser runs beside the server. The same figure sent again costs it next to nothing.
 CHART_EVERY = 3.0
