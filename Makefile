@@ -11,7 +11,7 @@ HOST   ?= localhost
 RAY        ?= $(CNN_CLASSROOM_RAY)# HOST:PORT of a Ray head: the queue's jobs run there
 MAX_QUEUED ?= $(or $(CNN_CLASSROOM_MAX_QUEUED),5)# runs a student may have waiting or running
 
-.PHONY: setup system run test lint format bench clean
+.PHONY: setup system run test lint format lock bench clean
 
 setup: system $(STAMP)
 
@@ -29,16 +29,19 @@ system:
 	  fi; \
 	fi
 
-$(STAMP): requirements.txt
+# Installs the pinned versions (requirements.lock), then this project itself as an editable
+# package, so core, ui and gradio_app import from any folder with .venv/bin/python.
+$(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "CNN Classroom needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements.lock
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install -q --no-deps -e .
 	@# Off Debian (macOS): Playwright's own Chromium, if it can be downloaded; tests skip otherwise.
 	@command -v chromium >/dev/null 2>&1 || $(BIN)/python -m playwright install chromium >/dev/null 2>&1 || true
 	@# The fused CPU kernels, compiled once here (about 9 s) rather than at the first cnn_bn run.
-	-@$(BIN)/python -c "import core.models.fused" 2>/dev/null
+	-@$(BIN)/python -c "import core.accel as a; a.warm()" 2>/dev/null
 	touch $(STAMP)
 
 run: setup
@@ -57,8 +60,15 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Re-pins requirements.lock from pyproject.toml (all extras, every platform, with hashes),
+# keeping today's pins where they still fit; UPGRADE=1 moves every package to its newest release.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra ray --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade) \
+	  -o requirements.lock
+
 bench: setup
 	$(BIN)/python bench/speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
