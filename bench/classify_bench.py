@@ -21,13 +21,10 @@ import io
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gradio as gr
 from gradio_client import Client, handle_file

@@ -38,9 +38,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from app_server import ROOT, App
 from stclient import Session
 from websockets.exceptions import ConnectionClosed

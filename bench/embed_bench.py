@@ -18,11 +18,9 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import data as datasets
 from core import embed
 from core.config import DataConfig

@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.bench import process_seconds
 from core.data import fashion_mnist
 

@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from core import device
 
-from core import device  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sweep(args: list[str], store: str, one_core: bool = False) -> tuple[list[dict], float]:

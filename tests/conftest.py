@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `pytest` run from elsewhere still imports core and ui
-    sys.path.insert(0, str(ROOT))
+from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: app.py, views/, the scripts
 
 # A run that trains in well under a second: 256 digits, 2 epochs of the MLP.
 TINY = RunConfig(

@@ -293,7 +293,6 @@ def test_a_zip_of_photos_trains_and_the_classify_tab_answers_with_its_classes(
 ):
     """Issue 7: drop a zip of class folders on the Train page, train efficientnet_lite0 on
     it, then drop a photo on the classify tab: the answer names the zip's own classes."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from test_backbone import write_photos
 
     folder = write_photos(tmp_path / "bugs")

@@ -275,14 +275,13 @@ def test_the_remembered_metadata_cannot_be_changed_by_a_caller(saved, hashes):
 
 CRASH_DURING_SAVE = """
 import os, sys
-sys.path.insert(0, sys.argv[1])
 import torch
 from core import models
 from core.config import ModelConfig, RunConfig, to_dict
 from core.models.base import InputSpec
 from core.store import Store
 
-root, run_id = sys.argv[2], sys.argv[3]
+root, run_id = sys.argv[1], sys.argv[2]
 spec = InputSpec()
 cfg = RunConfig(model=ModelConfig("mlp"))
 meta = {"config": to_dict(cfg), "input": {"channels": 1, "size": 28, "num_classes": 10,
@@ -302,7 +301,7 @@ print("saved anyway")
 
 def test_crash_before_the_final_rename_leaves_no_entry(tmp_path):
     root = tmp_path / "store"
-    result = run_python(CRASH_DURING_SAVE, str(ROOT), str(root), RUN_ID)
+    result = run_python(CRASH_DURING_SAVE, str(root), RUN_ID)
     assert result.returncode == 9, result.stderr
     assert "saved anyway" not in result.stdout
     store = Store(root)
@@ -341,8 +340,7 @@ def test_failed_save_cleans_its_temporary_folder(tmp_path, monkeypatch):
 TRAIN_WHEN_TOLD = """
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-root, ready, go = sys.argv[2:5]
+root, ready, go = sys.argv[1:4]
 import core.train  # pay for torch before the race starts
 from core import data
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -379,7 +377,6 @@ def test_concurrent_trainers_train_once(tmp_path):
                     sys.executable,
                     "-c",
                     TRAIN_WHEN_TOLD,
-                    str(ROOT),
                     str(root),
                     str(ready[i]),
                     str(tmp_path / "go"),
