@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import open_page
 
 from core import UserError, models, seed001
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.models.base import InputSpec
 from core.store import Store
-from tests.conftest import open_page
 
 DIGITS = DataConfig(dataset="digits", val_size=100, train_limit=512)
 

@@ -14,10 +14,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
-import tests.test_browser as real_browser
-import tests.test_gradio as tab_server
-from tests.test_browser import CHROMIUM, draw_a_stroke, streamlit_server
+import test_browser as real_browser
+import test_gradio as tab_server
+from test_browser import CHROMIUM, draw_a_stroke, streamlit_server
 
 # The same fixtures as those modules' (a store with one tiny run, the tab served from it in
 # this process, one Chromium), so these tests train nothing of their own.

@@ -6,12 +6,12 @@ import io
 from dataclasses import replace
 
 import pytest
+from conftest import TINY
 from PIL import Image
 
 from core import classify, preprocess
 from core.config import ModelConfig
 from core.store import Store
-from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,10 @@ def test_a_run_on_somebodys_photos_never_becomes_the_default(tmp_path):
     """Issue 18: real stored runs, one on digits and one on a two-class folder of photos
     that scores higher; the tab opens on the digits run. With only the photo run, nothing
     is the default (the tab trains the default preset instead)."""
+    from test_backbone import write_photos
+
     from core.config import DataConfig
     from core.runs import Stored, train_or_load
-    from tests.test_backbone import write_photos
 
     photos = replace(TINY, data=DataConfig(str(write_photos(tmp_path / "bugs", per_class=12)),
                                            val_size=4, image_size=28))  # fmt: skip

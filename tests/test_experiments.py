@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import fashion_available, open_page
 from streamlit.testing.v1 import AppTest
 
 from core.jobs import LIVE
-from tests.conftest import fashion_available, open_page
 
 
 def page(monkeypatch, root, lang: str = "en") -> AppTest:
@@ -137,9 +137,10 @@ def test_a_bad_grid_is_one_message(monkeypatch, tmp_path):
 def test_experiment_jobs_skip_the_map_other_jobs_compute_it(tmp_path):
     from dataclasses import replace
 
+    from conftest import TINY
+
     from core.jobs import JobQueue
     from core.store import Store
-    from tests.conftest import TINY
 
     queue = JobQueue(Store(tmp_path))
     try:

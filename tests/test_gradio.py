@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY, free_port
 from PIL import Image
+from test_explain import png_header
 
 from core.config import ModelConfig
-from tests.conftest import ROOT, TINY, free_port
-from tests.test_explain import png_header
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -362,8 +362,7 @@ def test_the_model_list_names_a_named_run_in_the_pages_language(tab):
 @pytest.mark.parametrize("lang", ["en"])  # Spanish: tests/test_browser.py, through Streamlit
 def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
     from playwright.sync_api import sync_playwright
-
-    from tests.test_browser import ARGS
+    from test_browser import ARGS
 
     url = served[0] + ("es" if lang == "es" else "")
     with sync_playwright() as p:

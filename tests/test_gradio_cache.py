@@ -11,8 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from PIL import Image
-
-from tests.test_gradio import free_port
+from test_gradio import free_port
 
 
 def post_file(url: str, name: str, content: bytes) -> str:

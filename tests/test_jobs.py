@@ -16,11 +16,11 @@ import time
 from dataclasses import replace
 
 import pytest
+from conftest import ROOT, TINY, widget
 
 from core import UserError
 from core.jobs import REQUEUED, JobQueue, QueueFull, fair_order
 from core.store import Store
-from tests.conftest import ROOT, TINY, widget
 
 # Long enough to be caught running (about 10-20 s of digits), short enough to finish.
 LONG = replace(TINY, data=replace(TINY.data, train_limit=None),

@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 import streamlit as st
+from conftest import ROOT
 from streamlit.testing.v1 import AppTest
 
 from core import models, presets
 from core.store import Store
-from tests.conftest import ROOT
 from ui.text import CLASS_NAMES_ES, table
 
 OWNER = "5a5a5a5a5a5a5a5a"
@@ -116,8 +116,9 @@ def spanish_store(tmp_path_factory, tiny_run):
     """A store with a classifier and an autoencoder in it, as a class's store has."""
     from dataclasses import replace
 
+    from test_autoencoder import ae_config
+
     from core.runs import Stored, train_or_load
-    from tests.test_autoencoder import ae_config
 
     root = tmp_path_factory.mktemp("spanish-store")
     shutil.copytree(Store(tiny_run.root).path(tiny_run.run_id), Store(root).path(tiny_run.run_id))

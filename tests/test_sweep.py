@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import free_port
 
 from core import UserError, models, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict, to_dict
 from core.models.base import InputSpec
-from tests.conftest import free_port
 
 DIGITS = DataConfig(dataset="digits", val_size=100, train_limit=256)
 FAST = TrainConfig(epochs=1, batch_size=64, lr=3e-3, schedule="constant", bf16="off")

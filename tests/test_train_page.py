@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import pytest
 import streamlit as st
+from conftest import ROOT, TINY, widget
 from streamlit.testing.v1 import AppTest
 
 from core import presets
 from core.jobs import JobQueue
 from core.store import Store
-from tests.conftest import ROOT, TINY, widget
 
 OWNER = "00112233445566aa"
 
@@ -207,7 +207,8 @@ def test_a_zip_that_cannot_be_read_says_so_in_one_line_and_leaves_the_list(serve
                                                                            kind):  # fmt: skip
     """Issue 18: an upload kept from before (a password-protected or damaged zip) shows one
     clear line, no traceback, and is removed from the visitor's datasets."""
-    from tests.test_cli import _zips
+    from test_cli import _zips
+
     from ui import datasets as photo_sets
 
     content = _zips(tmp_path)[kind].read_bytes()
