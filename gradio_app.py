@@ -413,8 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.parent:
         _exit_with(args.parent)
+    from core.data.uploads import clean_stale
     from core.store import Store
-    from ui.datasets import clean_stale
 
     store = Store(args.store)  # None: CNN_CLASSROOM_STORE or the user cache
     clean_stale(store.root)  # once per start: what a killed process left half-written

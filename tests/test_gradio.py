@@ -257,7 +257,7 @@ def lan_address() -> str | None:
     ],
 )
 def test_the_embedded_tab_is_addressed_by_the_host_the_browser_used(host, scheme, expected):
-    from ui.classify_server import browser_url
+    from core.serve import browser_url
 
     assert browser_url(host, 7860, scheme) == expected
 
@@ -393,7 +393,7 @@ def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_the_tab_beside_streamlit_leaves_the_cores_to_training():
-    from ui.classify_server import ClassifyServer
+    from core.serve import ClassifyServer
 
     server = ClassifyServer("127.0.0.1")
     try:
@@ -478,7 +478,7 @@ def test_a_restarted_app_gets_its_tabs_port_back():
     still free for the restarted app (uvicorn binds past them), only a listener holds it."""
     import socket
 
-    from ui.classify_server import _port_free
+    from core.serve import _port_free
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

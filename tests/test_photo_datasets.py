@@ -16,7 +16,7 @@ from test_backbone import write_photos
 
 from core import UserError
 from core.data import folder
-from ui import datasets as photo_sets
+from core.data import uploads as photo_sets
 
 
 def test_an_upload_is_kept_once_per_content_and_only_for_its_visitor(tmp_path):

@@ -209,7 +209,7 @@ def test_a_zip_that_cannot_be_read_says_so_in_one_line_and_leaves_the_list(serve
     clear line, no traceback, and is removed from the visitor's datasets."""
     from test_cli import _zips
 
-    from ui import datasets as photo_sets
+    from core.data import uploads as photo_sets
 
     content = _zips(tmp_path)[kind].read_bytes()
     saved = photo_sets.save_upload(server.store.root, OWNER, f"{kind}.zip", content)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from core import UserError
 from core.data import archive
-from ui import datasets as photo_sets
+from core.data import uploads as photo_sets
 
 A, B = "a" * 16, "b" * 16  # two visitors' tokens
 

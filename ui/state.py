@@ -13,9 +13,9 @@ from core import access
 from core import data as datasets
 from core.config import DataConfig
 from core.jobs import FINAL, REQUEUED, JobQueue
+from core.serve import ClassifyServer
 from core.store import Store
 from ui.charts import curves
-from ui.classify_server import ClassifyServer
 from ui.i18n import t
 
 
@@ -29,7 +29,7 @@ def dataset(cfg: DataConfig | None = None):
 def store() -> Store:
     """The store; on this server's first visit, what killed processes left half-written
     (partial uploads and extractions) is removed."""
-    from ui.datasets import clean_stale
+    from core.data.uploads import clean_stale
 
     s = Store()
     clean_stale(s.root)

@@ -20,7 +20,7 @@ from core.config import (
     parse_sizes,
 )
 from core.data import BUILTIN
-from ui import datasets as photo_sets
+from core.data import uploads as photo_sets
 from ui.charts import counts, curves
 from ui.i18n import decimal_slider, num, pct, preset_summary, rate, renamed_folders, t
 from ui.runs import choose, name_ui

@@ -11,7 +11,7 @@ temporary folder inside the destination, renamed into place only when all of it 
 any refusal that folder is removed and nothing else was touched. macOS's ``__MACOSX/`` and
 ``.DS_Store`` are dropped. The extracted folder is named by the zip's content hash, so the
 same zip is extracted once; each use touches it, so the least recently used can be evicted
-first (``ui.datasets`` keeps uploads and extractions within their quotas).
+first (``core.data.uploads`` keeps uploads and extractions within their quotas).
 """
 
 from __future__ import annotations

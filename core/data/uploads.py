@@ -1,5 +1,5 @@
-"""Datasets a visitor can train on: the built-in ones, zips they upload, folders the teacher
-offers.
+"""Photo datasets a visitor can train on besides the built-in ones: zips they upload and
+folders the teacher offers (the Train page's listing, upload and class balance).
 
 Uploads are kept per visitor token (``<store>/uploads/<token>/<content hash>/<name>.zip``), so
 a refresh finds them and nobody else sees them; the same zip uploaded twice is stored once.

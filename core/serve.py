@@ -1,4 +1,5 @@
-"""The Gradio classify tab as a child process of the Streamlit server.
+"""The Gradio classify tab as a child process of the Streamlit server (``ui.state`` starts
+it once per server).
 
 The Streamlit app starts ``gradio_app.py`` once, on the same network interface as itself
 (localhost, or every interface when the app is opened to the classroom network), and its
