@@ -353,3 +353,54 @@ def precompute(model, data, run_id: str, root: str | Path | None = None,
         if load_cached(key, root) is None:
             x = features(model, data.x_test) if x is None else x
             cached_projection(key, lambda x=x, method=method: project(method, x, seed=seed), root)
+
+
+@dataclass(frozen=True)
+class Projection:
+    coords: np.ndarray  # (N, 2) float32, one point per test image
+    name: str  # the cache file's name: it changes with the source, method and parameters
+    computed: bool  # False: read from the cache (or from another process that computed it)
+    seconds: float
+
+
+def projection(
+    data,
+    method: str,
+    run_id: str | None = None,
+    model: Callable[[], object] | None = None,
+    root: str | Path | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    step: Callable[[str], contextlib.AbstractContextManager] | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> Projection:
+    """The map of ``data``'s test set by ``method``: from the cache, else computed and saved.
+
+    The features are the run ``run_id``'s penultimate ones (``model()`` gives its model,
+    default: loaded from the store), or the raw pixels when ``run_id`` is None. While it
+    computes, ``step(name)`` wraps each stage ("features", then the method), ``progress``
+    gets t-SNE's intermediate maps, and ``on_wait()`` says another process is computing the
+    same map (this one then reads it).
+    """
+    import time
+
+    from core.store import Store
+
+    source = pixels_source(data.identity) if run_id is None else run_id
+    key = CacheKey(source, method, len(data.y_test), seed)
+    step = step or (lambda _name: contextlib.nullcontext())
+    started, computed = time.perf_counter(), []
+
+    def compute() -> np.ndarray:
+        computed.append(True)
+        with step("features"):
+            if run_id is None:
+                x = pixels(data.x_test)
+            else:
+                net = model() if model is not None else Store(root).load_model(run_id)[0]
+                x = features(net, data.x_test)
+        with step(method):
+            return project(method, x, progress, seed)
+
+    coords = cached_projection(key, compute, root, on_wait)
+    return Projection(coords, key.filename(), bool(computed), time.perf_counter() - started)

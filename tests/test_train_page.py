@@ -165,25 +165,25 @@ def test_a_running_jobs_curves_are_drawn_anew_per_epoch_or_every_few_seconds(mon
     live page costs the browser most); an epoch's end, the wait or the run's end draws."""
     from types import SimpleNamespace
 
-    import ui.state
+    from ui import job_panel
 
     clock, built, sent = [100.0], [], []
-    monkeypatch.setattr(ui.state, "st", SimpleNamespace(session_state={}))
-    monkeypatch.setattr(ui.state.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(ui.state, "curves", lambda h, b: built.append(dict(h)) or object())
+    monkeypatch.setattr(job_panel, "st", SimpleNamespace(session_state={}))
+    monkeypatch.setattr(job_panel.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(job_panel, "curves", lambda h, b: built.append(dict(h)) or object())
     where = SimpleNamespace(plotly_chart=lambda fig, key: sent.append((fig, key)))
 
     def redraw(epochs: int, running: bool = True, job: str = "j1", after: float = 1.0):
         clock[0] += after
         history = {"epoch": list(range(1, epochs + 1)), "batch_loss": [0.5] * (10 + epochs)}
-        ui.state.live_curves(where, job, history, 100, running, "live")
+        job_panel.live_curves(where, job, history, 100, running, "live")
 
     redraw(0)
     redraw(0)  # a second later: the same figure again
     assert len(built) == 1 and sent[1][0] is sent[0][0] and sent[1][1] == "live_j1"
     redraw(1)  # an epoch ended: drawn at once
     assert len(built) == 2
-    redraw(1, after=ui.state.CHART_EVERY)  # the wait is over
+    redraw(1, after=job_panel.CHART_EVERY)  # the wait is over
     assert len(built) == 3
     redraw(1, job="j2")  # another job
     assert len(built) == 4 and sent[-1][1] == "live_j2"

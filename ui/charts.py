@@ -1,14 +1,17 @@
-"""Plotly figures shared by the pages (curves, confusion matrix, bars)."""
+"""Every Plotly figure the pages draw, built from plain data (histories, arrays, lists): the
+pages pick what to show and call one of these."""
 
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ui.i18n import lang, num, pct, t
+from ui.i18n import class_name, lang, num, pct, t
 from ui.text import SEPARATORS
 
 TRAIN_COLOR, VAL_COLOR, BATCH_COLOR = "#1f77b4", "#ff7f0e", "rgba(31,119,180,0.35)"
@@ -131,3 +134,186 @@ def counts(frame, x_title: str, height: int | None = None):
                       legend={"orientation": "h", "y": -0.2},
                       margin={"t": 10, "b": 10, "l": 10, "r": 10})  # fmt: skip
     return localized(fig)
+
+
+def _legend_below(fig, height: int, y: float, top: int = 40):
+    fig.update_layout(height=height, margin={"t": top, "b": 10, "l": 10, "r": 10},
+                      legend={"orientation": "h", "y": y})  # fmt: skip
+    return localized(fig)
+
+
+def overlay(histories: list[dict], names: list[str]):
+    """Validation (solid) and training (dotted) loss and accuracy of several runs, per epoch
+    (Compare)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
+    for k, (h, name) in enumerate(zip(histories, names, strict=True)):
+        color = qualitative.Plotly[k % len(qualitative.Plotly)]
+        name = html.escape(name)  # Plotly renders <a>, <b>...
+        for col, metric in ((1, "loss"), (2, "accuracy")):
+            fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"val_{metric}"], name=name,
+                                     legendgroup=name, showlegend=col == 1,
+                                     line={"color": color}), 1, col)  # fmt: skip
+            fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"train_{metric}"], name=name,
+                                     legendgroup=name, showlegend=False,
+                                     line={"color": color, "dash": "dot"}), 1, col)  # fmt: skip
+    fig.update_xaxes(title_text=t("ch_epoch"))
+    return _legend_below(fig, 380, -0.2)
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
+
+
+def variant_curves(series: list[tuple[str, dict, bool]], panels: list[tuple[str, str]]):
+    """Validation curves of an experiment's variants, one colour each: ``series`` is
+    (name, history, diverged) per variant, ``panels`` (history key, title) per panel; an
+    accuracy is drawn as its error (1 - accuracy). A diverged run is dotted, ending in a
+    cross."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])
+    for i, (name, h, diverged) in enumerate(series):
+        name = html.escape(f"{name} ({t('tr_state_diverged')})" if diverged else name)
+        color = PALETTE[i % len(PALETTE)]
+        for col, (key, _) in enumerate(panels, start=1):
+            if not h.get(key):
+                continue
+            y = [1 - a for a in h[key]] if "accuracy" in key else h[key]
+            fig.add_trace(go.Scatter(
+                x=h["epoch"], y=y, name=name, legendgroup=name, showlegend=col == 1,
+                mode="lines+markers", line={"color": color, "dash": "dot" if diverged else None},
+                marker={"symbol": ["circle"] * (len(y) - 1) + ["x" if diverged else "circle"],
+                        "size": [6] * (len(y) - 1) + [12 if diverged else 6]}),
+                1, col)  # fmt: skip
+    fig.update_xaxes(title_text=t("ch_epoch"), dtick=1)
+    return _legend_below(fig, 360, -0.3)
+
+
+def error_bars(names: list[str], top1: list, top5: list, diverged: list[str]):
+    """Test top-1 and top-5 error per variant (None: no figure); the ``diverged`` variants
+    as hatched grey bars."""
+    names = [html.escape(n) for n in names]
+    fig = go.Figure([go.Bar(x=names, y=top1, name=t("ex_top1"), marker_color="#d62728",
+                            texttemplate="%{y:.3f}", textposition="outside"),
+                     go.Bar(x=names, y=top5, name=t("ex_top5"), marker_color="#ff9896",
+                            texttemplate="%{y:.3f}", textposition="outside")])  # fmt: skip
+    if diverged:
+        fig.add_trace(go.Bar(x=[html.escape(n) for n in diverged], y=[1.0] * len(diverged),
+                             name=t("tr_state_diverged"),
+                             marker={"color": "#cccccc", "pattern": {"shape": "x"}},
+                             text=[t("tr_state_diverged")] * len(diverged),
+                             textposition="inside"))  # fmt: skip
+    fig.update_layout(barmode="group", yaxis_title=t("ex_test_error"))
+    return _legend_below(fig, 380, 1.1, top=20)
+
+
+def parallel(axes: dict[str, list], log: set[str], accuracy: list[float]):
+    """Parallel coordinates: one axis per swept setting ({label: values}; numbers on a
+    linear axis, or a log10 one for the labels in ``log``; anything else as evenly spaced
+    categories), then the test accuracy."""
+    dims = []
+    for name, values in axes.items():
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            scaled = name in log and min(values) > 0
+            dims.append({"label": f"log10 {name}" if scaled else name,
+                         "values": [math.log10(v) if scaled else v for v in values]})  # fmt: skip
+        else:
+            labels = sorted({str(v) for v in values})
+            dims.append({"label": name, "values": [labels.index(str(v)) for v in values],
+                         "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
+    dims.append({"label": t("ex_accuracy"), "values": accuracy})
+    fig = go.Figure(go.Parcoords(dimensions=dims, line={
+        "color": accuracy, "colorscale": "Viridis", "showscale": True}))  # fmt: skip
+    fig.update_layout(height=360, margin={"t": 50, "b": 20, "l": 60, "r": 60})
+    return localized(fig)
+
+
+def paper_chart(x: list[str], paper: list, ours: list, likely: list, marks: list, y_title: str):
+    """A paper's numbers (dashed; None where it most likely misprinted one) against ours
+    per setting ``x``; a likely value stands apart as an open circle with its ``marks``
+    note (None: no note), and the paper's line skips the misprint."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=paper, name=t("ae_paper"), mode="lines+markers",
+                             line={"dash": "dash"}, connectgaps=True))  # fmt: skip
+    fig.add_trace(go.Scatter(x=x, y=ours, name=t("ae_ours"), mode="lines+markers"))
+    if any(v is not None for v in likely):
+        fig.add_trace(go.Scatter(x=x, y=likely, name=t("ae_likely"), mode="markers",
+                                 marker={"symbol": "circle-open", "size": 10,
+                                         "color": "#1f77b4"}))  # fmt: skip
+        for xi, y, mark in zip(x, likely, marks, strict=True):
+            if mark is not None:
+                fig.add_annotation(x=xi, y=y, ay=-40, text=mark, showarrow=True, arrowhead=2,
+                                   font={"size": 11})  # fmt: skip
+    fig.update_layout(yaxis_title=y_title, xaxis_type="category")
+    return _legend_below(fig, 260, -0.3, top=10)
+
+
+MODE_COLORS = {"finetune": "#1f77b4", "frozen": "#ff7f0e", "random": "#7f7f7f"}
+
+
+def mode_curves(by_mode: dict[str, dict]):
+    """Train (dotted) and validation accuracy per epoch of the autoencoder lab's three
+    classifiers ({encoder mode: history})."""
+    fig = go.Figure()
+    for mode, h in by_mode.items():
+        for key, dash in (("train_accuracy", "dot"), ("val_accuracy", "solid")):
+            name = f"{t(f'ae_mode_{mode}')} · {t(f'ae_{key}')}"
+            fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], mode="lines+markers", name=name,
+                                     line={"color": MODE_COLORS[mode], "dash": dash}))  # fmt: skip
+    fig.update_layout(height=320, margin={"t": 10, "b": 10, "l": 10, "r": 10},
+                      xaxis_title=t("ch_epoch"), yaxis_title=t("ch_accuracy"))  # fmt: skip
+    return localized(fig)
+
+
+def class_map(coords, y, classes: list[str], revision: str, pred=None, trace=go.Scattergl,
+              ring: bool = False, only_wrong: bool = False, height: int = 640,
+              size: int = 4, select: bool = True):  # fmt: skip
+    """A 2-D map of images (``coords`` (N, 2), true classes ``y``), one trace per class;
+    returns (figure, the indices into ``y`` of each trace's points).
+
+    WebGL traces by default (10,000 points); a live preview passes go.Scatter. Hover shows
+    the true and (with ``pred``) predicted class, and the image's index (customdata: the
+    hover pictures find it there). With predictions, ``ring`` adds a trace of open rings
+    around the misclassified images (the dots stay visible inside: a thousand filled crosses
+    hid the very regions they marked), and ``only_wrong`` keeps the misclassified alone.
+    ``select``: a drag draws a lasso (the page reads the selection), else it zooms.
+    """
+    names = [html.escape(class_name(c)) for c in classes]  # plotly renders some HTML tags
+    palette = qualitative.D3 if len(names) <= 10 else qualitative.Alphabet
+    colors = [palette[c % len(palette)] for c in range(len(names))]
+    true, predicted = t("emb_true"), t("emb_pred")
+    fig, traces = go.Figure(), []
+    alone = only_wrong and pred is not None
+    shown = (pred != y) if alone else np.ones(len(y), dtype=bool)
+    size = size + 2 if alone else size  # the few points left stand out a little more
+    for c, name in enumerate(names):
+        idx = np.flatnonzero((y == c) & shown)
+        hover = f"{true}: {name}"
+        text = None
+        if pred is not None:
+            text = [names[p] for p in pred[idx]]
+            hover += f"<br>{predicted}: %{{text}}"
+        fig.add_trace(trace(
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name, text=text,
+            customdata=idx, hovertemplate=hover + "<br>#%{customdata}<extra></extra>",
+            marker={"size": size, "color": colors[c], "opacity": 0.75},
+        ))  # fmt: skip
+        traces.append(idx)
+    if ring and pred is not None:
+        wrong = np.flatnonzero(pred != y)
+        fig.add_trace(trace(
+            x=coords[wrong, 0], y=coords[wrong, 1], mode="markers",
+            name=t("emb_wrong_trace", n=num(len(wrong))), customdata=wrong,
+            text=[f"{true}: {names[y[i]]}<br>{predicted}: {names[pred[i]]}" for i in wrong],
+            hovertemplate="%{text}<br>#%{customdata}<extra></extra>",
+            marker={"symbol": "circle-open", "size": 9, "color": "rgba(0,0,0,0.55)",
+                    "line": {"width": 1}},
+        ))  # fmt: skip
+        traces.append(wrong)
+    fig.update_layout(
+        height=height, dragmode="lasso" if select else "zoom",
+        uirevision=revision,  # zoom survives reruns
+        margin={"t": 10, "b": 10, "l": 10, "r": 10},
+        legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"},  # below the tool bar
+    )  # fmt: skip
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
+    return fig, traces

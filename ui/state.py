@@ -12,10 +12,9 @@ import streamlit as st
 from core import access
 from core import data as datasets
 from core.config import DataConfig
-from core.jobs import FINAL, REQUEUED, JobQueue
+from core.jobs import JobQueue
 from core.serve import ClassifyServer
 from core.store import Store
-from ui.charts import curves
 from ui.i18n import t
 
 
@@ -135,100 +134,6 @@ def _remember(token: str) -> None:
 
 
 LOAD = "tr_load"  # a config for the Train page's form to show (set by Home's Run)
-
-
-def start(cfg, key: str = "job") -> None:
-    """Show a stored run at once, else queue a job for it; either id is kept in the URL.
-
-    A page reads ``st.session_state[key]`` (a job id) or ``[key + "_stored"]`` (a run id;
-    "stored" for the Train page's "job") to know what to show.
-    """
-    from core.runs import resolve
-
-    stored = "stored" if key == "job" else f"{key}_stored"
-    _, run_id = resolve(cfg, store())
-    if store().meta(run_id) is not None:
-        st.session_state.pop(key, None)
-        st.query_params.pop(key, None)
-        st.session_state[stored] = st.query_params[stored] = run_id
-        return
-    job = jobs().submit(cfg, user())
-    st.session_state[key] = job.id
-    st.session_state.pop(stored, None)
-    st.query_params.pop(stored, None)
-    st.query_params[key] = job.id
-
-
-def restart_note(snap: dict) -> None:
-    """One line on a live job that a restart of the server interrupted and queued again."""
-    if snap["state"] not in FINAL and snap["message"] == REQUEUED:
-        st.caption(t("tr_requeued"))
-
-
-def show_job(job, view) -> None:
-    """``view(job_id)`` drawn once for a finished job; for a live one, redrawn until it ends
-    (every second while it runs, every 2 s while it waits: thirty waiting students must
-    not cost the server what one running curve does), then once more without the timer (an
-    open page would otherwise redraw a finished chart forever). The page never trains."""
-    if job.is_final:
-        view(job.id)
-    elif job.state == "queued":
-        _waiting_job(job.id, view)
-    else:
-        _live_job(job.id, view)
-
-
-def _redraw(job_id: str, view, keep) -> None:
-    """One timed redraw; a whole rerun (a new timer, or none) once ``keep(job)`` is false."""
-    view(job_id)
-    job = jobs().get(job_id, user())
-    if job is None or not keep(job):
-        st.rerun()
-
-
-LIVE_ENV, LIVE_EVERY = "CNN_CLASSROOM_LIVE_EVERY", 1.0
-
-
-def _live_every() -> float:
-    """Seconds between redraws of a running job's page (CNN_CLASSROOM_LIVE_EVERY, 0.25-10).
-    Each redraw costs the server a script run and the browser a new chart: at 1 s the curve
-    still moves with every report that matters, at half the cost of 0.5 s (bench/inapp.py)."""
-    try:
-        return min(10.0, max(0.25, float(os.environ.get(LIVE_ENV, LIVE_EVERY))))
-    except ValueError:
-        return LIVE_EVERY
-
-
-# Seconds between new drawings of a running job's curves. A new Plotly figure is most of
-# what a live page costs the browser: in bench/inapp.py --browser (cnn_bn, 2 epochs) the
-# browser took 1.6 s of CPU over an 8 s run with a new chart every second, 1.0-1.3 s with one
-# every 3 s and 0.6-0.8 s with none, on the two cores the trainer uses when the teacher's
-# browser runs beside the server. The same figure sent again costs it next to nothing.
-CHART_EVERY = 3.0
-
-
-def live_curves(where, job_id: str, history: dict, batches: int | None, running: bool,
-                key: str) -> None:  # fmt: skip
-    """A job's curves in ``where``. While it runs, the figure is made anew when an epoch
-    ends or CHART_EVERY seconds have passed, and the last one is sent again in between
-    (the progress line above it still moves every second); once it ends, at once."""
-    slot, epochs = f"live_chart_{key}", len(history.get("epoch") or ())
-    last = st.session_state.get(slot)  # (job id, epochs drawn, when, figure): one per page
-    stale = last is None or last[:2] != (job_id, epochs)
-    if not running or stale or time.monotonic() - last[2] >= CHART_EVERY:
-        last = (job_id, epochs, time.monotonic(), curves(history, batches))
-        st.session_state[slot] = last
-    where.plotly_chart(last[3], key=f"{key}_{job_id}")
-
-
-@st.fragment(run_every=_live_every())
-def _live_job(job_id: str, view) -> None:
-    _redraw(job_id, view, lambda job: not job.is_final)
-
-
-@st.fragment(run_every=2.0)
-def _waiting_job(job_id: str, view) -> None:
-    _redraw(job_id, view, lambda job: job.state == "queued")  # started or ended: rerun
 
 
 @st.cache_data(show_spinner=False, ttl=2)

@@ -4,30 +4,18 @@ Tables 1-3 filled with our numbers, and fine-tuned, frozen and random encoders c
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import UserError, embed, seed001
 from core.config import DataConfig, from_dict
 from core.runs import resolve
-from ui.charts import confusion, curves, localized
+from ui.charts import class_map, confusion, curves, mode_curves, paper_chart
 from ui.i18n import class_name, decimal_slider, num, paper_source, rate, styled, t
-from ui.runs import pick_run
-from ui.state import (
-    dataset,
-    jobs,
-    live_curves,
-    restart_note,
-    show_job,
-    start,
-    store,
-    stored_runs,
-    user,
-)
+from ui.job_panel import show_job, start
+from ui.runs import model, pick_run
+from ui.state import dataset, jobs, store, stored_runs, user
 from ui.text import DASH
 from ui.thumbs import MAP_CONFIG, hover_thumbs
 
@@ -36,13 +24,6 @@ SCALE = 3  # preview pixels per image pixel
 LATENTS = (64, 128, 256, 512)
 LRS = (1e-2, 1e-3, 1e-4)
 MODES = ("finetune", "frozen", "random")
-MODE_COLORS = {"finetune": "#1f77b4", "frozen": "#ff7f0e", "random": "#7f7f7f"}
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def load(run_id: str):
-    """(model, meta), once per server: a run id names fixed content."""
-    return store().load_model(run_id)
 
 
 def pairs(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
@@ -59,9 +40,9 @@ def stored_pairs(run_id: str) -> np.ndarray:
     from core.train import reconstruct, to_uint8
     from core.worker import PREVIEW
 
-    model, meta = load(run_id)
+    net, meta = model(run_id)
     originals = dataset(from_dict(meta["config"]).data).x_test[:PREVIEW]
-    return pairs(originals, to_uint8(reconstruct(model, originals)))
+    return pairs(originals, to_uint8(reconstruct(net, originals)))
 
 
 # -- 1. train one autoencoder ---------------------------------------------------------------
@@ -93,7 +74,7 @@ def train_section() -> None:
     if (stored := st.session_state.get(f"{KEY}_stored")) and job is None:
         stored_view(stored)
     elif job is not None:
-        show_job(job, job_view)
+        show_job(job, "ae_live", done_ui, reconstructions_ui, loss_digits=4)
     else:
         st.caption(t("ae_train_hint"))
 
@@ -115,36 +96,19 @@ def stored_view(run_id: str) -> None:
     right.image(stored_pairs(run_id), caption=t("ae_pairs_final"))
 
 
-def job_view(job_id: str) -> None:
-    """A job's state, progress and curves, from its snapshot."""
-    job = jobs().get(job_id, user())
-    if job is None:
-        st.warning(t("tr_job_gone"))
-        return
-    snap = job.snapshot()
-    state, progress, preview = snap["state"], snap["progress"], snap["preview"]
-    if state == "queued":
-        st.info(t("tr_queued", place=jobs().position(job_id)))
-    elif state == "running" and progress:
-        done = ((progress["epoch"] - 1) * progress["batches"] + progress["batch"]) / (
-            progress["epochs"] * progress["batches"])  # fmt: skip
-        st.progress(min(done, 1.0), text=t(
-            "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
-            speed=num(progress["images_per_second"]), eta=num(progress["eta"]),
-            loss=num(progress["loss"], 4)))  # fmt: skip
-    elif state == "done" and (meta := store().meta(snap["run_id"])):
+def done_ui(snap: dict) -> None:
+    if meta := store().meta(snap["run_id"]):
         st.success(mse_line(meta))
-    elif state in ("diverged", "stopped", "failed"):
-        st.warning(snap["message"])
-    restart_note(snap)
-    left, right = st.columns(2)
-    live_curves(left, job_id, snap["history"], progress.get("batches"), state == "running",
-                "ae_live")  # fmt: skip
-    if preview:
-        right.image(pairs(preview["originals"], preview["reconstructions"]),
+
+
+def reconstructions_ui(where, snap: dict) -> None:
+    """Beside a job's curves: its test images over their reconstructions, after the last
+    epoch that ended."""
+    if preview := snap["preview"]:
+        where.image(pairs(preview["originals"], preview["reconstructions"]),
                     caption=t("ae_pairs_epoch", epoch=preview["epoch"]))  # fmt: skip
     else:
-        right.caption(t("ae_pairs_soon"))
+        where.caption(t("ae_pairs_soon"))
 
 
 # -- 2. the latent space -------------------------------------------------------------------
@@ -158,28 +122,17 @@ def latent_section(runs: dict) -> None:
     if not runs:
         st.info(t("ae_no_runs"))
         return
-    run_id = pick_run(t("ae_run"), "ae_map_run", task="reconstruct", empty="ae_no_runs")["run_id"]
+    meta = pick_run(t("ae_run"), "ae_map_run", task="reconstruct", empty="ae_no_runs")
+    run_id = meta["run_id"]
     labels = {"pca": "PCA", "tsne": "t-SNE"}
     method = st.radio(t("ae_method"), list(labels), format_func=labels.__getitem__,
                       horizontal=True, key="ae_map_method")  # fmt: skip
-    model, meta = load(run_id)
     data = dataset(from_dict(meta["config"]).data)
     with st.spinner(t("ae_map_computing")):
-        key = embed.CacheKey(run_id, method, len(data.y_test))
-        coords = embed.cached_projection(
-            key, lambda: embed.project(method, embed.features(model, data.x_test)),
-            store().root,
-        )  # fmt: skip
-    fig = go.Figure()
-    for c, name in enumerate(html.escape(class_name(n)) for n in data.classes):
-        idx = np.flatnonzero(data.y_test == c)
-        fig.add_trace(go.Scattergl(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
-            marker={"size": 3}, customdata=idx,  # the test-set index: the hover picture's
-            hovertemplate=f"{name}<br>#%{{customdata}}<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(height=520, margin={"t": 10, "b": 10, "l": 10, "r": 10},
-                      legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"})  # fmt: skip
+        found = embed.projection(data, method, run_id, model=lambda: model(run_id)[0],
+                                 root=store().root)  # fmt: skip
+    fig, _ = class_map(found.coords, data.y_test, data.classes, found.name, height=520, size=3,
+                       select=False)  # fmt: skip
     with hover_thumbs(MAP_BOX, data.x_test, data.identity):
         st.plotly_chart(fig, key=f"ae_map_{run_id}_{method}", config=MAP_CONFIG)
 
@@ -262,7 +215,7 @@ def draw_sweep(epochs: int) -> None:
     columns = st.columns(3)
     for (table, paper), col in zip(seed001.PAPER.items(), columns, strict=True):
         which = {"n": 1, "p": 2, "lr": 3}[table]
-        rows = [{table: num(v, 0 if table == "n" else (2 if table == "p" else 4)),
+        rows = [{table: setting(table, v),
                  t("ae_paper"): paper[v], t("ae_ours"): ours[(table, v)],
                  t("ae_state"): state[(table, v)]} for v in paper]  # fmt: skip
         col.markdown(f"**{t('ae_table', number=which)}** · {t(f'ae_table_{table}')}")
@@ -282,32 +235,25 @@ def draw_sweep(epochs: int) -> None:
     st.dataframe(styled(pd.DataFrame(rows), 3), hide_index=True, placeholder=DASH)
 
 
-def table_chart(table: str, paper: dict, ours: dict) -> go.Figure:
+def setting(table: str, value: float) -> str:
+    """A table's setting as its first column writes it (n whole, p with 2 decimals, lr 4)."""
+    return num(value, 0 if table == "n" else (2 if table == "p" else 4))
+
+
+def table_chart(table: str, paper: dict, ours: dict):
     """The paper's numbers (dashed) and ours per value; a number the paper most likely
     misprinted stands apart, marked, and the paper's line skips it."""
+    typos = seed001.PROBABLE_TYPOS
     values = list(paper)
-    x = [num(v, 0 if table == "n" else (2 if table == "p" else 4)) for v in values]
-    typo = [(table, v) in seed001.PROBABLE_TYPOS for v in values]
-    fig = go.Figure()
-    printed = [None if bad else paper[v] for v, bad in zip(values, typo, strict=True)]
-    fig.add_trace(go.Scatter(x=x, y=printed, name=t("ae_paper"), mode="lines+markers",
-                             line={"dash": "dash"}, connectgaps=True))  # fmt: skip
-    fig.add_trace(go.Scatter(x=x, y=[ours[(table, v)] for v in values], name=t("ae_ours"),
-                             mode="lines+markers"))  # fmt: skip
-    if any(typo):
-        likely = [seed001.PROBABLE_TYPOS.get((table, v)) for v in values]
-        fig.add_trace(go.Scatter(x=x, y=likely, name=t("ae_likely"), mode="markers",
-                                 marker={"symbol": "circle-open", "size": 10,
-                                         "color": "#1f77b4"}))  # fmt: skip
-        for xi, v, bad in zip(x, values, typo, strict=True):
-            if bad:
-                fig.add_annotation(x=xi, y=seed001.PROBABLE_TYPOS[(table, v)], ay=-40,
-                                   text=t("ae_typo_mark", printed=num(paper[v], 3)),
-                                   showarrow=True, arrowhead=2, font={"size": 11})  # fmt: skip
-    fig.update_layout(height=260, margin={"t": 10, "b": 10, "l": 10, "r": 10},
-                      yaxis_title=t("ae_mse_axis"), xaxis_type="category",
-                      legend={"orientation": "h", "y": -0.3})  # fmt: skip
-    return localized(fig)
+    return paper_chart(
+        [setting(table, v) for v in values],
+        [None if (table, v) in typos else paper[v] for v in values],
+        [ours[(table, v)] for v in values],
+        [typos.get((table, v)) for v in values],
+        [t("ae_typo_mark", printed=num(paper[v], 3)) if (table, v) in typos else None
+         for v in values],
+        t("ae_mse_axis"),
+    )  # fmt: skip
 
 
 # -- 4. pretrain a classifier --------------------------------------------------------------
@@ -375,16 +321,8 @@ def draw_comparison(encoder: str, runs: dict) -> None:
     left, right = st.columns([2, 3])
     left.dataframe(styled(pd.DataFrame(rows)), hide_index=True, placeholder=DASH)
     left.caption(t("ae_paper_acc", acc=num(seed001.CLASSIFIER_ACCURACY, 2)))
-    fig = go.Figure()
-    for mode, meta in by_mode.items():
-        h = meta["history"]
-        for key, dash in (("train_accuracy", "dot"), ("val_accuracy", "solid")):
-            name = f"{t(f'ae_mode_{mode}')} · {t(f'ae_{key}')}"
-            fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], mode="lines+markers", name=name,
-                                     line={"color": MODE_COLORS[mode], "dash": dash}))  # fmt: skip
-    fig.update_layout(height=320, margin={"t": 10, "b": 10, "l": 10, "r": 10},
-                      xaxis_title=t("ch_epoch"), yaxis_title=t("ch_accuracy"))  # fmt: skip
-    right.plotly_chart(localized(fig), key=f"ae_cmp_{encoder}_{len(done)}")
+    histories = {mode: meta["history"] for mode, meta in by_mode.items()}
+    right.plotly_chart(mode_curves(histories), key=f"ae_cmp_{encoder}_{len(done)}")
     pooling_table(runs)
     if (best := by_mode.get("finetune")) is not None:
         st.markdown(f"**{t('ae_confusion')}**")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from core import presets
-from ui.charts import localized
+from ui.charts import overlay
 from ui.i18n import num, paper_source, styled, t
 from ui.runs import chosen, label
 from ui.state import stored_runs
@@ -19,25 +14,6 @@ from ui.text import DASH
 
 METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
            "top3_accuracy", "roc_auc_macro", "log_loss")  # fmt: skip
-
-
-def overlay(runs: list[dict]):
-    """Validation (solid) and training (dotted) loss and accuracy of every run, per epoch."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(t("ch_loss"), t("ch_accuracy")))
-    for k, meta in enumerate(runs):
-        color = qualitative.Plotly[k % len(qualitative.Plotly)]
-        h, name = meta["history"], html.escape(label(meta))  # Plotly renders <a>, <b>...
-        for col, metric in ((1, "loss"), (2, "accuracy")):
-            fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"val_{metric}"], name=name,
-                                     legendgroup=name, showlegend=col == 1,
-                                     line={"color": color}), 1, col)  # fmt: skip
-            fig.add_trace(go.Scatter(x=h["epoch"], y=h[f"train_{metric}"], name=name,
-                                     legendgroup=name, showlegend=False,
-                                     line={"color": color, "dash": "dot"}), 1, col)  # fmt: skip
-    fig.update_xaxes(title_text=t("ch_epoch"))
-    fig.update_layout(height=380, margin={"t": 40, "b": 10, "l": 10, "r": 10},
-                      legend={"orientation": "h", "y": -0.2})  # fmt: skip
-    return localized(fig)
 
 
 def table(runs: list[dict]) -> pd.DataFrame:
@@ -88,7 +64,8 @@ def main() -> None:
         st.info(t("cmp_pick_two"))
         return
     picked = [by_id[i] for i in ids]
-    st.plotly_chart(overlay(picked), key="cmp_curves")
+    st.plotly_chart(overlay([m["history"] for m in picked], [label(m) for m in picked]),
+                    key="cmp_curves")  # fmt: skip
     st.caption(t("cmp_legend"))
     table_ui(table(picked))
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import html
-import time
+import contextlib
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.colors import qualitative
 
 from core import UserError, embed
+from ui.charts import class_map
 from ui.gallery import gallery, page
 from ui.i18n import class_name, dataset_name, num, pct, t
 from ui.runs import choose, data_of, default_run, label, model, test_probs
@@ -24,7 +23,6 @@ METHODS = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}  # the first is the de
 SEED = 0
 PER_PAGE = 60  # images of the selection gallery per page
 GALLERY_COLUMNS = 10
-HEIGHT = 640  # pixels, the map
 REDRAW_EVERY = 50  # t-SNE iterations between redraws of the live map (the bar moves every 25)
 # Points drawn in the live map: enough to watch the clusters form, few enough that redrawing
 # does not slow the t-SNE down (a browser without a GPU shares the server's cores).
@@ -74,110 +72,55 @@ def test_set(meta: dict | None):
     return data
 
 
-def features_ui(meta: dict | None, data) -> np.ndarray:
-    """(N, D) float32: the run's penultimate features, or the raw pixels."""
-    if meta is None:
-        return embed.pixels(data.x_test)
-    with st.spinner(t("emb_features", n=num(len(data.y_test)))):
-        net, _ = model(meta["run_id"])
-        return embed.features(net, data.x_test)
+class LiveTsne:
+    """openTSNE's progress while its step runs (a context): a bar, and the map redrawn as
+    it refines (called with each intermediate map)."""
 
+    def __init__(self, data):
+        self.data = data
+        n = len(data.y_test)
+        self.some = np.sort(np.random.default_rng(SEED).permutation(n)[:LIVE_POINTS])
 
-def live_tsne_ui(x: np.ndarray, data) -> np.ndarray:
-    """openTSNE with a progress bar and the map redrawn as it refines."""
-    bar = st.progress(0.0, text=t("emb_tsne_prepare"))
-    live = st.empty()
-    total = embed.TSNE_ITERATIONS
-    n = len(data.y_test)
-    some = np.sort(np.random.default_rng(SEED).permutation(n)[:LIVE_POINTS])
+    def __enter__(self):
+        self.bar = st.progress(0.0, text=t("emb_tsne_prepare"))
+        self.live = st.empty()
+        return self
 
-    def show(iteration: int, coords: np.ndarray) -> None:
-        bar.progress(iteration / total, text=t("emb_tsne_progress", it=iteration, total=total))
+    def __exit__(self, *exc) -> None:
+        self.bar.empty()
+        self.live.empty()
+
+    def __call__(self, iteration: int, coords: np.ndarray) -> None:
+        total, some = embed.TSNE_ITERATIONS, self.some
+        self.bar.progress(iteration / total, text=t("emb_tsne_progress", it=iteration, total=total))
         if iteration == embed.TSNE_CALLBACK_EVERY or iteration % REDRAW_EVERY == 0:
-            fig, _ = scatter(coords[some], data.y_test[some], None, data.classes, "live",
-                             trace=go.Scatter)  # fmt: skip
-            live.plotly_chart(fig, key=f"emb_live_{iteration}", config={"displayModeBar": False})
-
-    coords = embed.tsne(x, show, SEED)
-    bar.empty()
-    live.empty()
-    return coords
+            fig, _ = class_map(coords[some], self.data.y_test[some], self.data.classes, "live",
+                               trace=go.Scatter)  # fmt: skip
+            self.live.plotly_chart(fig, key=f"emb_live_{iteration}",
+                                   config={"displayModeBar": False})  # fmt: skip
 
 
-def projection_ui(meta: dict | None, data, method: str) -> tuple[np.ndarray, str]:
-    """(coordinates (N, 2), the cache key's file name) from the cache, or computed now."""
-    source = embed.pixels_source(data.identity) if meta is None else meta["run_id"]
-    key = embed.CacheKey(source, method, len(data.y_test), SEED)
-    note = st.empty()
-    start, computed = time.perf_counter(), []
+def projection_ui(meta: dict | None, data, method: str) -> embed.Projection:
+    """The map from the cache, or computed now (core.embed.projection) with its progress:
+    a spinner while features and PCA or UMAP compute, t-SNE's bar and live map."""
+    note, live = st.empty(), LiveTsne(data)
 
-    def compute() -> np.ndarray:
-        computed.append(True)
-        x = features_ui(meta, data)
-        if method == "tsne":
-            return live_tsne_ui(x, data)
-        with st.spinner(t("emb_computing", method=METHODS[method])):
-            return embed.project(method, x, seed=SEED)
+    def step(name: str):
+        if name == "tsne":
+            return live
+        if name == "features":
+            n = num(len(data.y_test))
+            return st.spinner(t("emb_features", n=n)) if meta else contextlib.nullcontext()
+        return st.spinner(t("emb_computing", method=METHODS[method]))
 
-    coords = embed.cached_projection(key, compute, store().root,
-                                     on_wait=lambda: note.info(t("emb_waiting")))  # fmt: skip
-    points = num(len(coords))
-    seconds = num(time.perf_counter() - start, 1)
-    note.caption(t("emb_computed", points=points, seconds=seconds) if computed
-                 else t("emb_cached", points=points))  # fmt: skip
-    return coords, key.filename()
-
-
-def scatter(coords, y, pred, classes, revision: str, trace=go.Scattergl, ring: bool = False,
-            only_wrong: bool = False):  # fmt: skip
-    """(scatter, one trace per class, the indices into ``y`` of each trace's points).
-
-    WebGL traces by default (10,000 points); the live t-SNE preview passes go.Scatter.
-    Hover shows the true and (for a run) predicted class. With predictions, ``ring`` adds
-    a trace of open rings around the misclassified images (the dots stay visible inside:
-    a thousand filled crosses hid the very regions they marked), and ``only_wrong`` keeps
-    the misclassified images alone.
-    """
-    names = [html.escape(class_name(c)) for c in classes]  # plotly renders some HTML tags
-    palette = qualitative.D3 if len(names) <= 10 else qualitative.Alphabet
-    colors = [palette[c % len(palette)] for c in range(len(names))]
-    true, predicted = t("emb_true"), t("emb_pred")
-    fig, traces = go.Figure(), []
-    alone = only_wrong and pred is not None
-    shown = (pred != y) if alone else np.ones(len(y), dtype=bool)
-    size = 6 if alone else 4  # the few points left stand out a little more
-    for c, name in enumerate(names):
-        idx = np.flatnonzero((y == c) & shown)
-        hover = f"{true}: {name}"
-        text = None
-        if pred is not None:
-            text = [names[p] for p in pred[idx]]
-            hover += f"<br>{predicted}: %{{text}}"
-        fig.add_trace(trace(
-            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name, text=text,
-            customdata=idx, hovertemplate=hover + "<br>#%{customdata}<extra></extra>",
-            marker={"size": size, "color": colors[c], "opacity": 0.75},
-        ))  # fmt: skip
-        traces.append(idx)
-    if ring and pred is not None:
-        wrong = np.flatnonzero(pred != y)
-        fig.add_trace(trace(
-            x=coords[wrong, 0], y=coords[wrong, 1], mode="markers",
-            name=t("emb_wrong_trace", n=num(len(wrong))), customdata=wrong,
-            text=[f"{true}: {names[y[i]]}<br>{predicted}: {names[pred[i]]}" for i in wrong],
-            hovertemplate="%{text}<br>#%{customdata}<extra></extra>",
-            marker={"symbol": "circle-open", "size": 9, "color": "rgba(0,0,0,0.55)",
-                    "line": {"width": 1}},
-        ))  # fmt: skip
-        traces.append(wrong)
-    fig.update_layout(
-        height=HEIGHT, dragmode="lasso", uirevision=revision,  # zoom survives reruns
-        margin={"t": 10, "b": 10, "l": 10, "r": 10},
-        legend={"itemsizing": "constant", "y": 0.94, "yanchor": "top"},  # below the tool bar
-    )  # fmt: skip
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
-    return fig, traces
+    run_id = None if meta is None else meta["run_id"]
+    found = embed.projection(data, method, run_id, model=lambda: model(run_id)[0],
+                             root=store().root, seed=SEED, progress=live, step=step,
+                             on_wait=lambda: note.info(t("emb_waiting")))  # fmt: skip
+    points = num(len(found.coords))
+    note.caption(t("emb_computed", points=points, seconds=num(found.seconds, 1))
+                 if found.computed else t("emb_cached", points=points))  # fmt: skip
+    return found
 
 
 def selected_indices(event, traces: list[np.ndarray]) -> np.ndarray:
@@ -232,7 +175,7 @@ def main() -> None:
     if data is None:
         return
     try:
-        coords, revision = projection_ui(meta, data, method)  # first: the live map needs no labels
+        found = projection_ui(meta, data, method)  # first: the live map needs no labels
         pred = None if meta is None else test_probs(meta["run_id"]).argmax(1)
     except KeyError:  # the run was deleted since the list was read
         st.warning(t("emb_run_missing"))
@@ -240,8 +183,9 @@ def main() -> None:
     except embed.CollapsedFeatures:
         st.warning(t("emb_collapsed"))
         return
-    fig, traces = scatter(coords, data.y_test, pred, data.classes, revision, ring=ring,
-                          only_wrong=only_wrong)  # fmt: skip
+    revision = found.name
+    fig, traces = class_map(found.coords, data.y_test, data.classes, revision, pred, ring=ring,
+                            only_wrong=only_wrong)  # fmt: skip
     with hover_thumbs(MAP_BOX, data.x_test, data.identity):
         event = st.plotly_chart(fig, key=f"emb_map_{revision}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"),

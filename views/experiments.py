@@ -5,17 +5,13 @@ the results; a diverged run is shown as diverged, with the epoch it happened."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core import UserError, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.runs import resolve
-from ui.charts import localized
+from ui.charts import error_bars, parallel, variant_curves
 from ui.i18n import num, rate, styled, t
 from ui.state import dataset as load_dataset
 from ui.state import jobs, store, user
@@ -26,8 +22,6 @@ SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", 
                 "width", "stages", "weight_decay", "label_smoothing", "jitter", "seed")  # fmt: skip
 GRID_ROWS = 3
 TRAIN_IMAGES = (5000, 10_000, 20_000)  # or t("ex_all"): the whole training split
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")  # fmt: skip
 SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs": 5}
 
 
@@ -126,7 +120,7 @@ def summary_table(rows: list[dict], label) -> None:
     records = []
     for r in rows:
         test = r["test"] or {}
-        record = {t("ex_variant"): label(r["variant"]) if label else r["variant"].name}
+        record = {t("ex_variant"): name_of(r, label)}
         for p in params:
             record[field_label(p)] = sweep.show(r["variant"].params.get(p, ""))
         record |= {
@@ -141,85 +135,45 @@ def summary_table(rows: list[dict], label) -> None:
                  height=35 * (len(records) + 1) + 3)  # fmt: skip
 
 
-def curves(rows: list[dict], label) -> go.Figure | None:
-    """Validation top-1 error, top-5 error and loss per epoch, one colour per variant; a
-    diverged run dotted, ending in a cross."""
-    drawn = [r for r in rows if r["history"].get("epoch")]
-    if not drawn:
-        return None
-    panels = (("val_accuracy", t("ex_top1")), ("val_top5_accuracy", t("ex_top5")),
-              ("val_loss", t("ex_val_loss")))  # fmt: skip
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in panels])
-    for i, r in enumerate(drawn):
-        h, name = r["history"], label(r["variant"]) if label else r["variant"].name
-        diverged = r["state"] == "diverged"
-        if diverged:
-            name = f"{name} ({t('tr_state_diverged')})"
-        color = PALETTE[i % len(PALETTE)]
-        for col, (key, _) in enumerate(panels, start=1):
-            if not h.get(key):
-                continue
-            y = h[key] if key == "val_loss" else [1 - a for a in h[key]]
-            fig.add_trace(go.Scatter(
-                x=h["epoch"], y=y, name=name, legendgroup=name, showlegend=col == 1,
-                mode="lines+markers", line={"color": color, "dash": "dot" if diverged else None},
-                marker={"symbol": ["circle"] * (len(y) - 1) + ["x" if diverged else "circle"],
-                        "size": [6] * (len(y) - 1) + [12 if diverged else 6]}),
-                1, col)  # fmt: skip
-    fig.update_xaxes(title_text=t("ch_epoch"), dtick=1)
-    fig.update_layout(height=360, margin={"t": 40, "b": 10, "l": 10, "r": 10},
-                      legend={"orientation": "h", "y": -0.3})  # fmt: skip
-    return fig
+def name_of(row: dict, label) -> str:
+    return label(row["variant"]) if label else row["variant"].name
 
 
-def bars(rows: list[dict], label) -> go.Figure | None:
-    """Test top-1 and top-5 error per variant; a diverged run as a hatched grey bar."""
-    shown = [r for r in rows if r["test"] or r["state"] == "diverged"]
-    if not shown:
-        return None
-    names = [label(r["variant"]) if label else r["variant"].name for r in shown]
-    top1 = [1 - r["test"]["accuracy"] if r["test"] else None for r in shown]
-    top5 = [1 - r["test"]["top5_accuracy"] if r["test"] else None for r in shown]
-    fig = go.Figure([go.Bar(x=names, y=top1, name=t("ex_top1"), marker_color="#d62728",
-                            texttemplate="%{y:.3f}", textposition="outside"),
-                     go.Bar(x=names, y=top5, name=t("ex_top5"), marker_color="#ff9896",
-                            texttemplate="%{y:.3f}", textposition="outside")])  # fmt: skip
-    diverged = [n for n, r in zip(names, shown, strict=True) if r["state"] == "diverged"]
-    if diverged:
-        fig.add_trace(go.Bar(x=diverged, y=[1.0] * len(diverged), name=t("tr_state_diverged"),
-                             marker={"color": "#cccccc", "pattern": {"shape": "x"}},
-                             text=[t("tr_state_diverged")] * len(diverged),
-                             textposition="inside"))  # fmt: skip
-    fig.update_layout(barmode="group", height=380, yaxis_title=t("ex_test_error"),
-                      margin={"t": 20, "b": 10, "l": 10, "r": 10},
-                      legend={"orientation": "h", "y": 1.1})  # fmt: skip
-    return fig
+PANELS = (
+    ("val_accuracy", "ex_top1"),
+    ("val_top5_accuracy", "ex_top5"),
+    ("val_loss", "ex_val_loss"),
+)
 
 
-def parallel(rows: list[dict]) -> go.Figure | None:
-    """Parallel coordinates: one axis per swept setting, then the test accuracy."""
+def charts_ui(rows: list[dict], key: str, label) -> None:
+    """Validation curves per epoch, test errors per variant and, for a sweep, the parallel
+    coordinates of its settings against test accuracy (ui.charts draws them)."""
+    if drawn := [r for r in rows if r["history"].get("epoch")]:
+        series = [(name_of(r, label), r["history"], r["state"] == "diverged") for r in drawn]
+        panels = [(k, t(title)) for k, title in PANELS]
+        st.plotly_chart(variant_curves(series, panels), key=f"{key}_curves")
+    if shown := [r for r in rows if r["test"] or r["state"] == "diverged"]:
+        top1 = [1 - r["test"]["accuracy"] if r["test"] else None for r in shown]
+        top5 = [1 - r["test"]["top5_accuracy"] if r["test"] else None for r in shown]
+        diverged = [name_of(r, label) for r in shown if r["state"] == "diverged"]
+        st.plotly_chart(error_bars([name_of(r, label) for r in shown], top1, top5, diverged),
+                        key=f"{key}_bars")  # fmt: skip
     done = [r for r in rows if r["test"] and "accuracy" in r["test"]]
     params = sorted({k for r in rows for k in r["variant"].params})
-    if len(done) < 2 or not params:
-        return None
-    dims = []
-    for p in params:
-        values = [r["variant"].params.get(p) for r in done]
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            log = p in ("lr", "weight_decay") and min(values) > 0
-            dims.append({"label": f"log10 {field_label(p)}" if log else field_label(p),
-                         "values": [math.log10(v) if log else v for v in values]})  # fmt: skip
-        else:  # categories (hidden layers, optimizers...) on evenly spaced ticks
-            labels = sorted({sweep.show(v) for v in values})
-            dims.append({"label": field_label(p),
-                         "values": [labels.index(sweep.show(v)) for v in values],
-                         "tickvals": list(range(len(labels))), "ticktext": labels})  # fmt: skip
-    accuracy = [r["test"]["accuracy"] for r in done]
-    dims.append({"label": t("ex_accuracy"), "values": accuracy})
-    fig = go.Figure(go.Parcoords(dimensions=dims, line={
-        "color": accuracy, "colorscale": "Viridis", "showscale": True}))  # fmt: skip
-    fig.update_layout(height=360, margin={"t": 50, "b": 20, "l": 60, "r": 60})
-    return fig
+    if label is None and len(done) >= 2 and params:
+        axes = {field_label(p): _axis([r["variant"].params.get(p) for r in done]) for p in params}
+        log = {field_label(p) for p in ("lr", "weight_decay")}
+        accuracy = [r["test"]["accuracy"] for r in done]
+        st.plotly_chart(parallel(axes, log, accuracy), key=f"{key}_parallel")
+
+
+def _axis(values: list) -> list:
+    """A setting's values for an axis: numbers as they are, anything else (hidden layers,
+    optimizers) as the sweep writes them."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return values
+    return [sweep.show(v) for v in values]
 
 
 PENDING = ("queued", "waiting", "running")
@@ -250,15 +204,10 @@ def draw(rows: list[dict], key: str, label) -> None:
         st.caption(t("ex_not_run"))
         return
     summary_table(rows, label)
-    if fig := curves(rows, label):
-        st.plotly_chart(localized(fig), key=f"{key}_curves")
-    if fig := bars(rows, label):
-        st.plotly_chart(localized(fig), key=f"{key}_bars")
-    if label is None and (fig := parallel(rows)):
-        st.plotly_chart(localized(fig), key=f"{key}_parallel")
+    charts_ui(rows, key, label)
     for r in rows:
         if r["state"] == "diverged":
-            name = label(r["variant"]) if label else r["variant"].name
+            name = name_of(r, label)
             st.warning(t("ex_diverged_line", name=name, epoch=r["epoch"] or 1,
                          reason=r.get("message", "")))  # fmt: skip
 

@@ -23,8 +23,9 @@ from ui.i18n import (
     styled,
     t,
 )
+from ui.job_panel import start
 from ui.runs import names
-from ui.state import LOAD, dataset, start, stored_runs
+from ui.state import LOAD, dataset, stored_runs
 from ui.text import DASH, plain
 
 SAMPLES_PER_CLASS = 12

@@ -23,8 +23,9 @@ from core.data import BUILTIN
 from core.data import uploads as photo_sets
 from ui.charts import counts, curves
 from ui.i18n import decimal_slider, num, pct, preset_summary, rate, renamed_folders, t
+from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
-from ui.state import LOAD, jobs, live_curves, restart_note, show_job, start, store, user
+from ui.state import LOAD, jobs, store, user
 from ui.text import plain
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
@@ -305,50 +306,9 @@ def stored_view(run_id: str) -> None:
                     key="stored_curves")  # fmt: skip
 
 
-def partial_epoch(history: dict, progress: dict) -> dict:
-    """A run stopped part-way into an epoch: its last point sits where it stopped (2.14,
-    not 3), since that epoch's training saw only part of the images."""
-    epochs = history.get("epoch") or []
-    batch, batches = progress.get("batch", 0), progress.get("batches", 0)
-    if not epochs or not batches or batch >= batches or progress.get("epoch") != epochs[-1]:
-        return history
-    return {**history, "epoch": [*epochs[:-1], epochs[-1] - 1 + batch / batches]}
-
-
-def job_view(job_id: str) -> None:
-    """A job's state, progress and curves, from its snapshot."""
-    job = jobs().get(job_id, user())
-    if job is None:
-        st.warning(t("tr_job_gone"))
-        return
-    snap = job.snapshot()
-    state, progress, history = snap["state"], snap["progress"], snap["history"]
-    if state == "queued":
-        st.info(t("tr_queued", place=jobs().position(job_id)))
-    elif state == "waiting":
-        st.info(t("tr_waiting"))
-    elif state == "running" and not progress:
-        st.info(t("tr_starting"))
-    elif state == "running":
-        done = ((progress["epoch"] - 1) * progress["batches"] + progress["batch"]) / (
-            progress["epochs"] * progress["batches"])  # fmt: skip
-        st.progress(min(done, 1.0), text=t(
-            "tr_progress", epoch=progress["epoch"], epochs=progress["epochs"],
-            speed=num(progress["images_per_second"]), eta=num(progress["eta"]),
-            loss=num(progress["loss"], 3)))  # fmt: skip
-    elif state == "done":
-        st.info(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
-        finished_ui(snap["run_id"])
-    elif state == "diverged":
-        st.error(t("tr_diverged", why=snap["message"]))
-    elif state in ("stopped", "failed"):
-        st.warning(t(f"tr_{state}", why=snap["message"]))
-        history = partial_epoch(history, progress)
-    restart_note(snap)
-    if state not in ("diverged", "failed") or history:
-        # Drawn from the start (empty axes while queued): the chart is in place, and its
-        # first points appear in the same spot as soon as the run reports them.
-        live_curves(st, job_id, history, progress.get("batches"), state == "running", "live")
+def done_ui(snap: dict) -> None:
+    st.info(t("tr_done_hit" if snap["cache_hit"] else "tr_done"))
+    finished_ui(snap["run_id"])
 
 
 def my_jobs_ui() -> None:
@@ -409,7 +369,7 @@ def main() -> None:
         if st.session_state.get("stored") and job is None:
             stored_view(st.session_state.stored)
         elif job is not None:
-            show_job(job, job_view)
+            show_job(job, "live", done_ui)
         else:
             st.caption(t("tr_curves_here"))
     if job is None and not st.session_state.get("stored"):  # the chart code loads meanwhile
