@@ -314,22 +314,11 @@ def launch(demo: gr.Blocks, host: str, port: int, **kwargs):
     """Serve ``demo`` safely: no share link, no run history, the upload cap; Gradio's own
     words in the page's language, its favicon from this server. No footer: its API and
     settings pages are in English (the API itself still answers, see the module's doc)."""
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        max_file_size=MAX_FILE_SIZE,
-        run_history=False,
-        show_error=False,
-        ssr_mode=False,
-        quiet=True,
-        favicon_path=FAVICON,
-        footer_links=[],
-        i18n=_gradio_words(),
-        head=_LOCALE,
-        **_class_login(),
-        **kwargs,
-    )
+    return demo.launch(server_name=host, server_port=port, share=False,
+                       max_file_size=MAX_FILE_SIZE, run_history=False, show_error=False,
+                       ssr_mode=False, quiet=True, favicon_path=FAVICON, footer_links=[],
+                       i18n=_gradio_words(), head=_LOCALE, **_class_login(),
+                       **kwargs)  # fmt: skip
 
 
 def _class_login() -> dict:
