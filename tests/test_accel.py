@@ -134,7 +134,7 @@ def test_evaluation_uses_the_running_statistics():
 # -- the gray conv, the pool, dropout -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stride", "padding"), [(1, 0), (1, 1), (2, 1)])
+@pytest.mark.parametrize(("stride", "padding"), [(1, 0), (1, 1)])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("input_grad", [False, True])
 def test_gray_conv_gradients_match_conv2d(stride, padding, bias, input_grad):
@@ -159,12 +159,12 @@ def test_gray_conv_gradients_match_conv2d(stride, padding, bias, input_grad):
 
 def test_only_the_layers_the_stand_ins_cover_are_swapped():
     model = accel.accelerate(nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(1, 4, (3, 1)),
+        nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(1, 4, (3, 1)), nn.Conv2d(1, 4, 3, 2),
         nn.MaxPool2d(2), nn.MaxPool2d(3), nn.MaxPool2d(2, ceil_mode=True), nn.Dropout(0.3),
     ))  # fmt: skip
     kinds = [type(m) for m in model]
-    assert kinds == [fast.GrayConv2d, nn.Conv2d, nn.Conv2d, fast.MaxPool2x2, nn.MaxPool2d,
-                     nn.MaxPool2d, fast.Dropout]  # fmt: skip
+    assert kinds == [fast.GrayConv2d, nn.Conv2d, nn.Conv2d, nn.Conv2d, fast.MaxPool2x2,
+                     nn.MaxPool2d, nn.MaxPool2d, fast.Dropout]  # fmt: skip
 
 
 @pytest.mark.parametrize("side", [8, 9])

@@ -190,8 +190,9 @@ class _GrayConvWeightGrad(torch.autograd.Function):
 
 
 def is_gray_conv(m: nn.Module) -> bool:
-    """Whether ``m`` is a conv ``GrayConv2d`` covers: one input channel, square kernel,
-    stride and zero padding, no dilation or groups."""
+    """Whether ``m`` is a conv ``GrayConv2d`` speeds up: one input channel, stride 1, square
+    kernel and zero padding, no dilation or groups. (Stride 2, fast's first conv, trained 6%
+    slower with it: 16,800 images/s against 17,800 with oneDNN's gradient.)"""
     if not isinstance(m, nn.Conv2d) or isinstance(m.padding, str):
         return False
     k, s, p = m.kernel_size, m.stride, m.padding
@@ -201,7 +202,7 @@ def is_gray_conv(m: nn.Module) -> bool:
         and m.dilation == (1, 1)
         and m.padding_mode == "zeros"
         and k[0] == k[1]
-        and s[0] == s[1]
+        and s == (1, 1)
         and p[0] == p[1]
     )
 
