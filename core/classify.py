@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import UserError, preprocess
+from core import UserError, preprocess, tasks
 from core.store import Store
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # an upload larger than this is not read at all
@@ -59,10 +59,8 @@ class Prediction:
 
 def usable(meta: dict) -> bool:
     """Whether an image can be sent to this run (classifiers of grey or colour images)."""
-    return meta.get("task", "classify") == "classify" and meta.get("input", {}).get("channels") in (
-        1,
-        3,
-    )
+    task = tasks.TASKS.get(meta.get("task", tasks.Classify.name))
+    return isinstance(task, tasks.Classify) and meta.get("input", {}).get("channels") in (1, 3)
 
 
 def dataset_of(meta: dict) -> str:

@@ -14,42 +14,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from core import UserError, seed001
-from core.config import ENCODER_MODES, TUNE_MODES, ModelConfig, RunConfig, parse_sizes, to_dict
-
-# Flags that map one-to-one onto TrainConfig fields (flag name = field name with dashes).
-TRAIN_FLAGS = {
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
-    "optimizer": str,
-    "momentum": float,
-    "weight_decay": float,
-    "l1": float,
-    "l2": float,
-    "label_smoothing": float,
-    "schedule": str,
-    "step_size": int,
-    "gamma": float,
-    "early_stopping": int,
-    "jitter": int,
-    "seed": int,
-    "bf16": str,
-    "device": str,
-}
-
-
-# Flags that map one-to-one onto ModelConfig fields.
-MODEL_FLAGS = ("hidden", "dropout", "width", "latent", "pooling", "encoder", "encoder_mode",
-               "stages", "kernel", "no_relu", "no_pool", "skip", "tune", "resolution")  # fmt: skip
-
-
-def hidden_sizes(text: str) -> tuple[int, ...]:
-    """ "100" -> (100,); "50,50" -> (50, 50); "3x75" -> (75, 75, 75) (seed 002's notation)."""
-    try:
-        return parse_sizes(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+from core import UserError, schema, tasks
+from core.config import ModelConfig, RunConfig, to_dict
 
 
 class Parser(argparse.ArgumentParser):
@@ -101,46 +67,48 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_flags(t: argparse.ArgumentParser) -> None:
-    """The flags that describe one run (train, and the base of ablate and sweep)."""
+    """The flags that describe one run (train, and the base of ablate and sweep): --model,
+    --preset, and one flag per config field (core.schema), with its help and bounds."""
     t.add_argument("--model", help="registry name (see: python -m core models)")
     t.add_argument("--preset", help="start from a named configuration (see: presets)")
-    t.add_argument(
-        "--dataset",
-        help="fashion-mnist (default), digits, or a folder or zip of "
-        "class folders (with train/ and val/ or test/ inside, or split here)",
+    for f in schema.FIELDS_LIST:
+        if not f.flag:
+            continue
+        flag, about = "--" + f.name.replace("_", "-"), _flag_help(f)
+        if f.kind == "bool":
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=about)
+        else:
+            t.add_argument(flag, type=_reader(f), help=about, metavar=_metavar(f))
+
+
+def _flag_help(f) -> str:
+    about = f.help("en")
+    if f.families is not None:
+        about = f"{', '.join(f.families)}: {about}"
+    if f.kind in ("int", "float") and f.low is not None:
+        about += f" [{f.low:g} to {f.high:g}{f.unit}]"
+    return about.replace("%", "%%")  # argparse formats help with %
+
+
+def _metavar(f) -> str:
+    if f.kind == "choice":
+        return "{" + ",".join(f.choices) + "}"
+    return {"sizes": "N[,N...]", "stages": "I[,I...]", "int": "N", "float": "X"}.get(
+        f.kind, f.name.upper()
     )
-    t.add_argument("--data-dir", help="folder with Fashion-MNIST's *-ubyte.gz files")
-    t.add_argument("--val-size", type=int, help="validation images held out of training")
-    t.add_argument("--train-limit", type=int, help="train on the first N images only")
-    t.add_argument("--image-size", type=int, help="resize images to N x N pixels")
-    for name, kind in TRAIN_FLAGS.items():
-        t.add_argument("--" + name.replace("_", "-"), type=kind, help=f"TrainConfig.{name}")
-    t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--oversample", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--hidden", type=hidden_sizes, help="dense hidden sizes, e.g. 100 or 50,50")
-    t.add_argument("--dropout", type=float, help="dropout probability")
-    t.add_argument("--width", type=int, help="channels of the first conv layer")
-    t.add_argument("--latent", type=int, help="autoencoders: latent units n")
-    t.add_argument("--pooling", action=argparse.BooleanOptionalAction, default=None,
-                   help="autoencoders: max-pool after each conv layer")  # fmt: skip
-    t.add_argument("--encoder", help="ae_classifier: the conv_autoencoder run to start from")
-    t.add_argument("--encoder-mode", choices=ENCODER_MODES,
-                   help="ae_classifier: finetune (default), frozen or random")  # fmt: skip
-    t.add_argument("--stages", type=hidden_sizes,
-                   help="cnn_stages: channels of each conv stage, e.g. 16,32,64,128")  # fmt: skip
-    t.add_argument("--kernel", type=int, help="cnn_stages: conv kernel side (odd)")
-    for name, what in (("no_relu", "without their ReLU"), ("no_pool", "without pooling"),
-                       ("skip", "removed whole")):  # fmt: skip
-        t.add_argument("--" + name.replace("_", "-"), type=stage_numbers,
-                       help=f"cnn_stages: stages (from 1) {what}, e.g. 2,3")  # fmt: skip
-    t.add_argument("--tune", choices=TUNE_MODES,
-                   help="backbones: train the head only (frozen), the last stage too (top, "
-                   "the default) or everything (all)")  # fmt: skip
-    t.add_argument(
-        "--resolution",
-        type=int,
-        help="backbones: side the network sees (default: the images', at least 96)",
-    )
+
+
+def _reader(f):
+    """argparse's ``type`` for field ``f``: its parser, a bad value one ``error:`` line."""
+
+    def read(text: str):
+        try:
+            return f.parse(text)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    read.__name__ = f.words  # argparse names the type in its message
+    return read
 
 
 def runner_flags(p: argparse.ArgumentParser) -> None:
@@ -150,17 +118,6 @@ def runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="model store folder (default: the user cache)")
     p.add_argument("--json", help="write {runs: [...]} as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no line per finished run")
-
-
-def stage_numbers(text: str) -> tuple[int, ...]:
-    """ "2,3" -> (2, 3); "none" -> ()."""
-    if text.strip().lower() in ("none", ""):
-        return ()
-    try:
-        numbers = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"stage numbers look like 2 or 2,3,4: {text!r}") from None
-    return numbers
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -176,24 +133,18 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
-    data = {k: getattr(args, k)
-            for k in ("dataset", "data_dir", "val_size", "train_limit", "image_size")}  # fmt: skip
-    train = {k: getattr(args, k) for k in [*TRAIN_FLAGS, "hflip", "oversample"]}
-    model = {k: getattr(args, k) for k in MODEL_FLAGS}
-    cfg = RunConfig(
-        data=replace(cfg.data, **{k: v for k, v in data.items() if v is not None}),
-        model=replace(cfg.model, **{k: v for k, v in model.items() if v is not None}),
-        train=replace(cfg.train, **{k: v for k, v in train.items() if v is not None}),
-    )
+    for f in schema.FIELDS_LIST:
+        if f.flag and (value := getattr(args, f.name)) is not None:
+            cfg = schema.with_value(cfg, f, value)
     return recipes.sized_for(cfg)
 
 
 def cmd_models(_args) -> int:
-    from core import models
+    from core.models import catalog
 
-    for e in models.list_models():
-        options = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
-        print(f"{e.name:<18} {e.summary}  [{options}]")
+    for f in catalog.families():
+        options = ", ".join(f"{k}={v}" for k, v in f.options.items())
+        print(f"{f.name:<18} {f.summary}  [{options}]")
     return 0
 
 
@@ -204,34 +155,6 @@ def cmd_presets(_args) -> int:
         paper = f"  (paper: {p.paper['source']}, {p.paper['accuracy']})" if p.paper else ""
         print(f"{p.name:<12} {p.config.model.name:<10} {p.summary}{paper}")
     return 0
-
-
-def format_report(meta: dict) -> str:
-    """A classification report like scikit-learn's, plus the summary numbers."""
-    test = meta["test"]
-    width = max(len("weighted avg"), *(len(c) for c in meta["classes"])) + 2
-    lines = [f"{'':<{width}}precision    recall  f1-score   support"]
-    for name, row in test["per_class"].items():
-        lines.append(
-            f"{name:<{width}}{row['precision']:9.4f} {row['recall']:9.4f}"
-            f" {row['f1']:9.4f} {row['support']:9d}"
-        )
-    n = test["support"]
-    lines += [
-        "",
-        f"{'accuracy':<{width}}{'':9} {'':9} {test['accuracy']:9.4f} {n:9d}",
-        f"{'macro avg':<{width}}{test['macro_precision']:9.4f} {test['macro_recall']:9.4f}"
-        f" {test['macro_f1']:9.4f} {n:9d}",
-        f"{'weighted avg':<{width}}{test['weighted_precision']:9.4f}"
-        f" {test['weighted_recall']:9.4f} {test['weighted_f1']:9.4f} {n:9d}",
-        "",
-        f"top-3 accuracy {test['top3_accuracy']:.4f}   ROC-AUC (macro, one-vs-rest) "
-        + (f"{test['roc_auc_macro']:.4f}" if test["roc_auc_macro"] is not None else "n/a")
-        + f"   log loss {test['log_loss']:.4f}",
-    ]
-    if meta.get("overfitting_epoch"):
-        lines.append(f"validation loss lowest at epoch {meta['overfitting_epoch']}, then rises")
-    return "\n".join(lines)
 
 
 def data_line(meta: dict) -> str:
@@ -247,13 +170,6 @@ def data_line(meta: dict) -> str:
         else:
             parts.append(f"{split} {n}")
     return f"data {about['source']}: " + "; ".join(parts)
-
-
-def paper_line(model_name: str, dataset: str) -> str | None:
-    from core import presets
-
-    paper = presets.paper_for(model_name, dataset)
-    return f"{paper['source']} reported accuracy {paper['accuracy']:.4f}" if paper else None
 
 
 def _epoch_line(event) -> str:
@@ -275,7 +191,7 @@ def cmd_train(args) -> int:
     bar = None
     result = None
     try:
-        for event in train_or_load(cfg, Store(args.store)):
+        for event in train_or_load(cfg, Store(args.store), make_map=not args.no_map):
             kind = type(event).__name__
             if isinstance(event, Waiting):
                 print(f"run {event.run_id} is training in another process; waiting for it",
@@ -293,25 +209,20 @@ def cmd_train(args) -> int:
                                         "config": to_dict(cfg)})  # fmt: skip
                 return 3
             elif isinstance(event, Stored):
-                result = event
+                result, stored_at = event, time.perf_counter()
+                print(f"run {event.run_id}: "
+                      + ("cache hit" if event.cache_hit else "trained and stored"))  # fmt: skip
     finally:
         _close(bar)
     if result is None:  # stopped before the end (Ctrl-C is handled in main)
         return 1
+    if not result.cache_hit and not args.no_map:  # made after Stored (runs.train_or_load)
+        print(f"t-SNE map of the test set for the Embeddings page: "
+              f"{time.perf_counter() - stored_at:.1f} s", file=sys.stderr)  # fmt: skip
     meta = result.meta
-    print(f"run {result.run_id}: " + ("cache hit" if result.cache_hit else "trained and stored"))
-    if not result.cache_hit and not args.no_map:
-        _precompute_map(cfg, result, args.store)
     print(f"{meta['model']} on {meta['dataset']['name']}, test set of {meta['test']['support']}")
     print(data_line(meta))
-    if meta.get("task") == "reconstruct":
-        print(f"test MSE {meta['test']['mse']:.4f} (pixels in [0, 1])")
-        if line := seed001.paper_line(meta["config"]):
-            print(line)
-    else:
-        print(format_report(meta))
-        if line := paper_line(meta["model"], meta["config"]["data"]["dataset"]):
-            print(line)
+    print("\n".join(tasks.named(meta["task"]).test_lines(meta)))
     _write_json(
         args.json,
         {
@@ -327,24 +238,6 @@ def cmd_train(args) -> int:
         },
     )
     return 0
-
-
-def _precompute_map(cfg, result, store_dir) -> None:
-    """The new run's t-SNE map, so the Embeddings page opens it from the cache."""
-    from core import data as datasets
-    from core import embed
-    from core.runs import resolve
-    from core.store import Store
-
-    started = time.perf_counter()
-    data = datasets.load(resolve(cfg, Store(store_dir))[0].data)
-    try:
-        embed.precompute(result.model, data, result.run_id, Store(store_dir).root)
-    except embed.CollapsedFeatures as e:
-        print(f"note: no t-SNE map: {e}", file=sys.stderr)
-        return
-    seconds = time.perf_counter() - started
-    print(f"t-SNE map of the test set for the Embeddings page: {seconds:.1f} s", file=sys.stderr)
 
 
 def _progress(bar, event):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -273,37 +272,23 @@ def pixels_source(data_identity: str) -> str:
 def cache_dir(root: str | Path | None = None) -> Path:
     from core.store import Store
 
-    return Store(root).root / "embeddings"
+    return Store(root).derived
 
 
 def load_cached(key: CacheKey, root: str | Path | None = None) -> np.ndarray | None:
     """The cached (n, 2) projection, or None when absent or not a clean float array."""
-    return read_array(cache_dir(root) / key.filename(), (key.n, 2))
+    from core.store import Store
+
+    store = Store(root)
+    return store.read_array(store.derived_path(key.filename()), (key.n, 2))
 
 
 def save_cached(key: CacheKey, coords: np.ndarray, root: str | Path | None = None) -> Path:
     """Write atomically (temporary file, then one rename): readers see all of it or none."""
-    return write_array(cache_dir(root) / key.filename(), coords)
+    from core.store import Store
 
-
-def read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A float32 array of ``shape`` with finite values saved by ``write_array``, or None
-    when absent, damaged or anything else (nothing is ever unpickled)."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    ok = arr.dtype == np.float32 and arr.shape == shape and np.isfinite(arr).all()
-    return arr if ok else None
-
-
-def write_array(path: Path, arr: np.ndarray) -> Path:
-    """Save ``arr`` as float32 .npy, atomically (core.store.atomic_write)."""
-    from core.store import atomic_write
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-    return atomic_write(path, buf.getvalue())
+    store = Store(root)
+    return store.write_array(store.derived_path(key.filename()), coords)
 
 
 def cached_projection(

@@ -76,6 +76,7 @@ class Job:
     # Autoencoders: {"epoch": e, "originals", "reconstructions": uint8 (K, C, H, W)} after
     # each epoch, for a page to show the reconstructions improving.
     preview: dict = field(default_factory=dict)
+    key: str = ""  # the run id it will have (cfg is already planned: core.runs.plan)
     run_id: str | None = None  # set when the run is in the store
     cache_hit: bool = False
     message: str = ""  # divergence reason, error or restart note, for people
@@ -115,7 +116,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT UNIQUE NOT NULL,
     owner TEXT NOT NULL,
     grp TEXT,
-    cfg TEXT NOT NULL,                      -- to_dict(RunConfig) as JSON
+    cfg TEXT NOT NULL,                      -- to_dict(RunConfig) as JSON, as planned
     key TEXT NOT NULL,                      -- its run id: two jobs of one key never both run
     state TEXT NOT NULL,
     created REAL NOT NULL,
@@ -196,7 +197,7 @@ class JobDB:
     def _job(row: sqlite3.Row, full: bool = True) -> Job:
         return Job(
             id=row["id"], owner=row["owner"], cfg=from_dict(json.loads(row["cfg"])),
-            state=row["state"], created=row["created"], started=row["started"],
+            key=row["key"], state=row["state"], created=row["created"], started=row["started"],
             finished=row["finished"], run_id=row["run_id"], cache_hit=bool(row["cache_hit"]),
             message=row["message"], version=row["version"], map_after=bool(row["map_after"]),
             group=row["grp"], attempts=row["attempts"],
@@ -253,7 +254,7 @@ class JobDB:
         return row is None or bool(row["stop"])
 
     # -- writing -----------------------------------------------------------------------------
-    def insert(self, jobs: list[Job], keys: list[str], max_live: int) -> None:
+    def insert(self, jobs: list[Job], max_live: int) -> None:
         """Add ``jobs`` (one submission) unless their owner already has ``max_live``
         submissions waiting or running."""
         owner = jobs[0].owner
@@ -267,8 +268,8 @@ class JobDB:
             con.executemany(
                 "INSERT INTO jobs (id, owner, grp, cfg, key, state, created, map_after) "
                 "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-                [(j.id, j.owner, j.group, json.dumps(to_dict(j.cfg)), key, j.created,
-                  int(j.map_after)) for j, key in zip(jobs, keys, strict=True)],
+                [(j.id, j.owner, j.group, json.dumps(to_dict(j.cfg)), j.key, j.created,
+                  int(j.map_after)) for j in jobs],
             )  # fmt: skip
 
     def claim(self, job_id: str) -> int | None:
@@ -358,6 +359,26 @@ class JobDB:
                 "seq NOT IN (SELECT seq FROM jobs WHERE state IN ('done', 'diverged', "
                 "'stopped', 'failed') ORDER BY seq DESC LIMIT ?)", (keep,)
             )  # fmt: skip
+
+
+@dataclass
+class Request:
+    """What ``JobQueue.request`` did: the jobs it queued, and how many runs it left alone
+    because they were stored already or already waiting or running for their owner."""
+
+    queued: list[Job]
+    stored: int
+    pending: int
+
+
+@dataclass
+class RunState:
+    """One run of a set (a sweep, a paper's table) as its owner sees it."""
+
+    cfg: RunConfig  # as planned
+    run_id: str
+    meta: dict | None  # the stored run's metadata, when it is stored
+    job: Job | None  # the owner's latest job for it
 
 
 class QueueFull(UserError):
@@ -554,11 +575,11 @@ class RayWorkers:
     def start(self, job_id: str, attempt: int) -> None:
         job = self.db.get(job_id)
         gpus = 1 if self.ray.available_resources().get("GPU", 0) >= 1 else 0
-        inputs = {}
-        if job.cfg.model.name == "ae_classifier" and job.cfg.model.encoder:
-            inputs[job.cfg.model.encoder] = self.store.export_files(job.cfg.model.encoder)
+        from core.runs import starting_runs
+
+        inputs = {run: self.store.export_files(run) for run in starting_runs(job.cfg)}
         gen = self._task.options(num_cpus=self.cpus, num_gpus=gpus).remote(
-            to_dict(job.cfg), inputs, job.map_after, self.cpus)  # fmt: skip
+            to_dict(job.cfg), job.key, inputs, job.map_after, self.cpus)  # fmt: skip
         with self._lock:
             self._active[job_id] = (attempt, gen)
         threading.Thread(target=self._follow, args=(job_id, attempt, gen), daemon=True,
@@ -603,10 +624,10 @@ class RayWorkers:
         self.ray.shutdown()
 
 
-def _ray_task(cfg_dict, inputs, map_after, threads):
+def _ray_task(cfg_dict, key, inputs, map_after, threads):
     from core.worker import ray_task
 
-    yield from ray_task(cfg_dict, inputs, map_after, threads)
+    yield from ray_task(cfg_dict, key, inputs, map_after, threads)
 
 
 # -- the queue ------------------------------------------------------------------------------
@@ -653,21 +674,66 @@ class JobQueue:
     def submit_many(self, cfgs: list[RunConfig], owner: str, map_after: bool = True) -> list[Job]:
         """Queue several runs as one submission (a sweep, an ablation set): they count once
         against the owner's cap, and at most ``max_variants`` of them are taken."""
-        from core.runs import check_size, resolve
+        return self._queue(self._plans(cfgs), owner, map_after)
 
-        if not cfgs:
-            return []
-        if len(cfgs) > self.max_variants:
-            raise UserError(f"{len(cfgs)} runs in one go; the limit is {self.max_variants}")
-        keys = []
+    def request(self, cfgs: list[RunConfig], owner: str, map_after: bool = True) -> Request:
+        """The runs of ``cfgs`` that are neither stored nor already waiting or running for
+        ``owner``, queued as one submission; each config is planned once."""
+        from core.runs import plan
+
+        self._cap(len(cfgs))
+        live = {j.key for j in self.jobs(owner) if not j.is_final}
+        todo, stored, pending = {}, 0, 0
         for cfg in cfgs:
-            resolved, key = resolve(cfg, self.store)
-            check_size(resolved)
-            keys.append(key)
-        group = uuid.uuid4().hex[:12] if len(cfgs) > 1 else None
-        jobs = [Job(uuid.uuid4().hex[:12], owner, cfg, map_after=map_after, group=group)
-                for cfg in cfgs]  # fmt: skip
-        self.db.insert(jobs, keys, self.max_queued)
+            planned = plan(cfg, self.store)
+            if self.store.meta(planned.run_id) is not None:
+                stored += 1
+            elif planned.run_id in live or planned.run_id in todo:
+                pending += 1
+            else:
+                todo[planned.run_id] = planned
+        return Request(self._queue(self._checked(list(todo.values())), owner, map_after),
+                       stored, pending)  # fmt: skip
+
+    def states(self, cfgs: list[RunConfig], owner: str) -> list[RunState]:
+        """Where each run of ``cfgs`` stands for ``owner``: stored (its metadata), or the
+        owner's latest job for it, or neither."""
+        from core.runs import plan
+
+        latest = {j.key: j for j in sorted(self.jobs(owner), key=lambda j: j.created)}
+        out = []
+        for cfg in cfgs:
+            planned = plan(cfg, self.store)
+            meta = self.store.meta(planned.run_id)
+            out.append(RunState(planned.cfg, planned.run_id, meta, latest.get(planned.run_id)))
+        return out
+
+    def _cap(self, count: int) -> None:
+        if count > self.max_variants:
+            raise UserError(f"{count} runs in one go; the limit is {self.max_variants}")
+
+    def _plans(self, cfgs: list[RunConfig]) -> list:
+        from core.runs import plan
+
+        self._cap(len(cfgs))
+        return self._checked([plan(cfg, self.store) for cfg in cfgs])
+
+    @staticmethod
+    def _checked(plans: list) -> list:
+        """``plans``, each within the class's caps on model size and memory (UserError)."""
+        from core.runs import check_size
+
+        for planned in plans:
+            check_size(planned.cfg)
+        return plans
+
+    def _queue(self, plans: list, owner: str, map_after: bool) -> list[Job]:
+        if not plans:
+            return []
+        group = uuid.uuid4().hex[:12] if len(plans) > 1 else None
+        jobs = [Job(uuid.uuid4().hex[:12], owner, p.cfg, key=p.run_id, map_after=map_after,
+                    group=group) for p in plans]  # fmt: skip
+        self.db.insert(jobs, self.max_queued)
         self._wake.set()
         return jobs
 

@@ -1,21 +1,29 @@
-"""Train a config or reuse the stored run: the one path every caller goes through.
+"""A run's life: planned once, answered from the store or trained, then its derived data.
 
-``train_or_load`` yields the trainer's events and ends with ``Stored`` (a cache hit or a new
-entry) or ``Diverged`` (nothing stored). When another process is already training the same
-key it yields ``Waiting``, waits for that run, and reuses it.
+``plan(cfg)`` resolves a config once (bounds checked, the data's fallback and a pretrained
+start's architecture applied) into a ``Plan``: the config as it will run and its run id. The
+job queue keeps the plan; ``train_or_load`` takes a plan (or a config, planned there) and
+yields the trainer's events, ending with ``Stored`` (a cache hit or a new entry) or
+``Diverged`` (nothing stored). When another process is already training the same key it
+yields ``Waiting``, waits for that run, and reuses it. After a new run is stored, its
+derived data is made in one place (``derive``): the test-set probabilities the pages read
+and, when asked, the test set's t-SNE map. Where these files lie is the store's business.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from filelock import Timeout
 
 from core import UserError
 from core import data as datasets
-from core.config import RunConfig, env_int, to_dict, validate
+from core.config import RunConfig, env_int, to_dict
+from core.models import catalog
+from core.schema import validate
 from core.store import Store, code_version, run_key
 
 
@@ -32,25 +40,36 @@ class Stored:
     model: object = field(default=None, repr=False)  # set when this call trained it
 
 
+@dataclass(frozen=True)
+class Plan:
+    cfg: RunConfig  # as it will run: validated, the data's fallback and a start applied
+    run_id: str
+
+
 MAX_PARAMS_ENV, MAX_MEMORY_ENV = "CNN_CLASSROOM_MAX_PARAMS", "CNN_CLASSROOM_MAX_RUN_MB"
 # vgg16 (138 million parameters) is the largest network a class picks from the list.
 MAX_PARAMS = 150_000_000
 MAX_MEMORY_MB = 6144  # a run's estimated training memory (core.models.footprint)
 
 
-def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
-    """(the config as it will run, its run id). Decodes no image.
+def plan(cfg: RunConfig, store: Store | None = None) -> Plan:
+    """The run ``cfg`` describes: validated and keyed, without decoding an image.
 
-    Every field is bounded (config.validate); the model's size and training memory are
-    checked before anything trains or is queued (``check_size``: it needs torch, which a
-    cache hit on the command line never imports). An ``ae_classifier`` takes its encoder's
-    architecture (latent size, dropout, pooling) and data from the stored autoencoder run
-    it names; its mode defaults to "finetune".
+    Every field is bounded (schema.validate). A model that starts from another stored run
+    (``models.StartsFrom``: seed 001's classifier on its autoencoder) takes that run's
+    architecture and must share its data. The model's size and training memory are checked
+    apart (``check_size``: it needs torch, which a cache hit on the command line never
+    imports).
     """
     cfg = validate(replace(cfg, data=datasets.effective(cfg.data)))
-    if cfg.model.name == "ae_classifier":
-        cfg = _with_encoder(cfg, store or Store())
-    return cfg, run_key(cfg, datasets.identity(cfg.data))
+    cfg = _with_start(cfg, store or Store())
+    return Plan(cfg, run_key(cfg, datasets.identity(cfg.data)))
+
+
+def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
+    """(the config as it will run, its run id): ``plan`` as a pair."""
+    planned = plan(cfg, store)
+    return planned.cfg, planned.run_id
 
 
 def input_shape(data_cfg) -> tuple[int, int, int]:
@@ -90,56 +109,58 @@ def check_size(cfg: RunConfig) -> None:
                         "model)")  # fmt: skip
 
 
-def _with_encoder(cfg: RunConfig, store: Store) -> RunConfig:
+def _with_start(cfg: RunConfig, store: Store) -> RunConfig:
+    """``cfg`` with the architecture of the stored run its model starts from (if any)."""
+    starts = catalog.family(cfg.model.name).starts_from
+    if starts is None:
+        return cfg
     m = cfg.model
+    source, kinds = getattr(m, starts.option), _models_of(starts.task)
+    if not source:
+        raise UserError(f"{m.name} needs --{starts.option} RUN_ID: a stored {kinds} run")
     try:
-        meta = store.meta(m.encoder)
+        meta = store.meta(source)
     except ValueError:  # not even shaped like a run id
         meta = None
-    if meta is None or meta.get("task") != "reconstruct":
-        raise UserError(
-            f"--encoder {m.encoder}: no conv_autoencoder run with that id in the store "
-            "(train one: python -m core train --model conv_autoencoder)"
-        )
-    ae = meta["config"]["model"]
-    for name in ("latent", "dropout", "pooling"):
-        given = getattr(m, name)
-        if given is not None and given != ae[name]:
-            raise UserError(f"the encoder run has {name} {ae[name]}, not {given}: the "
-                            "classifier takes its encoder's architecture")  # fmt: skip
+    if meta is None or meta.get("task") != starts.task:
+        raise UserError(f"--{starts.option} {source}: no {kinds} run with that id in the store "
+                        f"(train one: python -m core train --model {kinds})")  # fmt: skip
+    given = meta["config"]["model"]
+    for name in starts.inherits:
+        if getattr(m, name) is not None and getattr(m, name) != given[name]:
+            raise UserError(f"the {starts.option} run has {name} {given[name]}, not "
+                            f"{getattr(m, name)}: {m.name} takes its architecture")  # fmt: skip
     if meta["config"]["data"]["dataset"] != cfg.data.dataset:
-        raise UserError(f"the encoder was trained on {meta['config']['data']['dataset']}, "
-                        f"not {cfg.data.dataset}")  # fmt: skip
-    model = replace(m, latent=ae["latent"], dropout=ae["dropout"], pooling=ae["pooling"],
-                    encoder_mode=m.encoder_mode or "finetune")  # fmt: skip
+        raise UserError(f"the {starts.option} run was trained on "
+                        f"{meta['config']['data']['dataset']}, not {cfg.data.dataset}")  # fmt: skip
+    inherited = {name: given[name] for name in starts.inherits}
+    model = replace(m, **inherited, **{starts.mode: getattr(m, starts.mode) or "finetune"})
     return replace(cfg, model=model)
 
 
-def encoder_weights(cfg: RunConfig, store: Store) -> dict | None:
-    """The starting weights of an ``ae_classifier``'s body: its autoencoder's encoder (None
-    for the "random" mode and for every other model)."""
-    if cfg.model.name != "ae_classifier" or cfg.model.encoder_mode == "random":
+def _models_of(task: str) -> str:
+    return " or ".join(f.name for f in catalog.families() if f.task == task)
+
+
+def starting_runs(cfg: RunConfig) -> list[str]:
+    """The stored runs a planned config starts from (their files travel with it to a Ray
+    node)."""
+    starts = catalog.family(cfg.model.name).starts_from
+    return [getattr(cfg.model, starts.option)] if starts is not None else []
+
+
+def start_weights(cfg: RunConfig, store: Store) -> dict | None:
+    """The starting weights of the model's body: the stored run's body it starts from
+    (None when it starts from random weights: every other model, and the "random" mode)."""
+    starts = catalog.family(cfg.model.name).starts_from
+    if starts is None or getattr(cfg.model, starts.mode) == "random":
         return None
+    source = getattr(cfg.model, starts.option)
     try:
-        autoencoder, _ = store.load_model(cfg.model.encoder)
+        trained, _ = store.load_model(source)
     except KeyError:
-        raise UserError(f"encoder run {cfg.model.encoder} is no longer in the store") from None
-    return autoencoder.body.state_dict()
-
-
-def test_probs_path(store: Store, run_id: str):
-    """Where a run's test-set probabilities are kept (beside its maps: derived data, removed
-    with the run)."""
-    from core.embed import cache_dir
-
-    return cache_dir(store.root) / f"{run_id}-test-probs.npy"
-
-
-def stored_test_probs(store: Store, run_id: str, n: int, classes: int):
-    """The (n, classes) probabilities saved when the run was trained, or None."""
-    from core.embed import read_array
-
-    return read_array(test_probs_path(store, run_id), (n, classes))
+        raise UserError(f"{starts.option} run {source} is no longer in the store") from None
+    return trained.body.state_dict()
 
 
 def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
@@ -147,21 +168,15 @@ def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
     (None for an autoencoder)."""
     import torch
 
-    from core import metrics
+    from core import metrics, tasks
     from core.models.base import InputSpec
-    from core.train import reconstruction_mse, task_of
 
-    task = task_of(finished.model)
-    if task == "reconstruct":
-        test = {"mse": reconstruction_mse(finished.model, data.x_test),
-                "support": len(data.y_test)}  # fmt: skip
-    else:
-        test = metrics.report(data.y_test, probs, data.classes)
+    task = tasks.of(cfg.model.name)
     spec = InputSpec.of(data)
     return {
         "config": to_dict(cfg),
         "model": cfg.model.name,
-        "task": task,
+        "task": task.name,
         "dataset": {
             "name": data.name,
             "identity": data.identity,
@@ -177,25 +192,67 @@ def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
         "overfitting_epoch": metrics.overfitting_epoch(finished.history["val_loss"]),
         "wall_seconds": finished.wall_seconds,
         "images_per_second": finished.images_per_second,
-        "test": test,
+        "test": task.report(finished.model, data, probs),
         "code_version": code_version(cfg.model.name),  # the declared versions (store.versions)
         "torch": torch.__version__,
     }
 
 
+def test_probs(store: Store, run_id: str, model=None, data=None):
+    """Class probabilities (test images, classes) of a stored classifier on its test set:
+    as saved when it was trained, or computed now (and saved) for a run from before. The
+    caller may pass the model and data it already holds."""
+    from core.train import predict_proba
+
+    if (probs := store.test_probs(run_id)) is not None:
+        return probs
+    if model is None:
+        model, meta = store.load_model(run_id)
+    else:
+        meta = store.meta(run_id)
+    if meta is None:
+        raise KeyError(run_id)
+    if data is None:
+        from core.config import from_dict
+
+        data = datasets.load(from_dict(meta["config"]).data)
+    probs = predict_proba(model, data.x_test)
+    store.save_test_probs(run_id, probs)
+    return probs
+
+
+def _precompute_map(stored: Stored, data, store: Store) -> None:
+    """A new run's test-set t-SNE map, now: the Embeddings page then opens it from the
+    cache (the job queue asks for it only when no other job waits for the worker)."""
+    import traceback
+
+    from core import embed
+
+    try:
+        embed.precompute(stored.model, data, stored.run_id, store.root)
+    except embed.CollapsedFeatures as e:  # nothing to map; the Embeddings page says so
+        print(f"note: no t-SNE map: {e}", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - a map that fails now is computed on demand later
+        traceback.print_exc()
+
+
 def train_or_load(
-    cfg: RunConfig, store: Store | None = None, stop: threading.Event | None = None
+    cfg: RunConfig | Plan,
+    store: Store | None = None,
+    stop: threading.Event | None = None,
+    make_map: bool | Callable[[], bool] = False,
 ) -> Iterator:
-    """Events of a training run for ``cfg``, or just ``Stored`` when the store has it."""
+    """Events of a training run for ``cfg`` (a config, or the plan of one), or just
+    ``Stored`` when the store has it. A new run's map is made after ``Stored`` is yielded,
+    when ``make_map`` (or ``make_map()``, asked then) says so."""
     store = store or Store()
-    cfg, run_id = resolve(cfg, store)
+    planned = cfg if isinstance(cfg, Plan) else plan(cfg, store)
+    cfg, run_id = planned.cfg, planned.run_id
     if (meta := store.meta(run_id)) is not None:
         yield Stored(run_id, meta, cache_hit=True)
         return
-    from core import models
-    from core.train import Diverged, Finished, predict_proba, task_of, train  # torch: here only
+    from core.train import Diverged, Finished, train  # torch: here only
 
-    models.get(cfg.model.name)  # an unknown name fails here, listing the valid ones
     check_size(cfg)
 
     store.clean()
@@ -210,24 +267,24 @@ def train_or_load(
             yield Stored(run_id, meta, cache_hit=True)
             return
         data = datasets.load(cfg.data)
-        for event in train(cfg, data, stop, init=encoder_weights(cfg, store)):
-            if isinstance(event, Finished):
-                if event.stopped:  # a partial run is not what this key promises
-                    yield event
-                    return
-                probs = None
-                if task_of(event.model) == "classify":  # once: for the metrics and the pages
-                    probs = predict_proba(event.model, data.x_test)
+        if run_key(cfg, data.identity) != run_id:  # its files changed since it was planned
+            raise UserError("the dataset changed after this run was queued: start it again")
+        stored = None
+        for event in train(cfg, data, stop, init=start_weights(cfg, store)):
+            if isinstance(event, Finished) and not event.stopped:
+                from core import tasks
+
+                probs = tasks.of(cfg.model.name).test_probs(event.model, data)
                 meta = store.save(run_id, event.model, describe_run(cfg, data, event, probs))
                 if probs is not None:
-                    from core.embed import write_array
-
-                    write_array(test_probs_path(store, run_id), probs)
-                yield event
-                yield Stored(run_id, meta, cache_hit=False, model=event.model)
-                return
+                    store.save_test_probs(run_id, probs)
+                stored = Stored(run_id, meta, cache_hit=False, model=event.model)
             yield event
-            if isinstance(event, Diverged):
-                return
+            if isinstance(event, Diverged | Finished):
+                break
     finally:
         lock.release()
+    if stored is not None:
+        yield stored
+        if make_map() if callable(make_map) else make_map:
+            _precompute_map(stored, data, store)

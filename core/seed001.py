@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
+AUTOENCODER, CLASSIFIER = "conv_autoencoder", "ae_classifier"  # its two model families
 EPOCHS = 30  # the paper's; the lab lets a class choose fewer
 # (parameter, value) -> test MSE, with the other two parameters fixed as the paper did.
 TABLE_1 = {64: 0.034, 128: 0.025, 256: 0.023, 512: 0.020}  # n, with p = 0.2, lr = 1e-3
@@ -40,7 +41,7 @@ def autoencoder(
     """Seed 001's autoencoder run: Adam at a constant ``lr``, batches of 100."""
     return RunConfig(
         data=data or DataConfig(),
-        model=ModelConfig("conv_autoencoder", latent=latent, dropout=dropout, pooling=pooling),
+        model=ModelConfig(AUTOENCODER, latent=latent, dropout=dropout, pooling=pooling),
         train=TrainConfig(
             epochs=epochs, batch_size=100, lr=lr, optimizer="adam", schedule="constant"
         ),
@@ -52,7 +53,7 @@ def classifier(encoder: str, mode: str, epochs: int = EPOCHS, data: DataConfig |
     """Seed 001's classifier on a stored autoencoder run: Adam, batches of 100."""
     return RunConfig(
         data=data or DataConfig(),
-        model=ModelConfig("ae_classifier", encoder=encoder, encoder_mode=mode),
+        model=ModelConfig(CLASSIFIER, encoder=encoder, encoder_mode=mode),
         train=TrainConfig(
             epochs=epochs, batch_size=100, lr=lr, optimizer="adam", schedule="constant"
         ),
@@ -73,7 +74,7 @@ def sweep(table: str, epochs: int = EPOCHS, data: DataConfig | None = None):
 def paper_mse(config: dict) -> tuple[str, float] | None:
     """(where, test MSE) the paper reported for a stored autoencoder config, if it did."""
     m, t = config["model"], config["train"]
-    if config["data"]["dataset"] != "fashion-mnist" or m["name"] != "conv_autoencoder":
+    if config["data"]["dataset"] != "fashion-mnist" or m["name"] != AUTOENCODER:
         return None
     if not m["pooling"]:
         return ("appendix, without pooling", APPENDIX_MSE[False]) if (

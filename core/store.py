@@ -4,10 +4,13 @@
     <root>/runs/<run_id>/meta.json             config, history, metrics, class names, checksums
     <root>/locks/<run_id>.lock                 held while the run trains
     <root>/names.json                          the names people gave runs (run id -> text)
+    <root>/embeddings/<run_id>-<what>.npy      data derived from a run (test probabilities,
+                                               maps): rebuilt when missing, removed with it
+    <root>/embeddings/<name>                   derived data of no one run (pixel maps, atlases)
 
 The key hashes the full config, the dataset's identity and the declared versions of what
-computes the numbers (the model family's ``@register(..., version=)``,
-``train.TRAINER_VERSION``, ``data.DATA_VERSION``): a changed knob, dataset, model or trainer
+computes the numbers (the model family's version in core.models.catalog,
+``tasks.TRAINER_VERSION``, ``data.DATA_VERSION``): a changed knob, dataset, model or trainer
 never returns a stale model, and an edit that keeps the numbers (a docstring, a speed-up)
 keeps every stored run. tests/test_fingerprints.py catches a numerics change made without a
 version bump.
@@ -42,8 +45,10 @@ FORMAT = 1
 WEIGHTS, META = "weights.safetensors", "meta.json"
 RACY_NS = 2_000_000_000  # a file changed this recently is not trusted by its timestamps yet
 NAMES = "names.json"
+DERIVED = "embeddings"  # the folder of derived data (named when maps were all it held)
 MAX_NAME = 40  # characters of a run's name
 MAX_NAMES = 10_000  # names kept in one store
+TEST_PROBS = "test-probs.npy"  # a run's test-set class probabilities (derived)
 MAX_VERIFIED = 4096  # verified entries remembered (per process, all stores together)
 
 
@@ -56,11 +61,11 @@ def default_root() -> Path:
 
 def versions(model_name: str) -> dict[str, int]:
     """The declared versions that decide the numbers of a run of model ``model_name``."""
-    from core import models
     from core.data import DATA_VERSION
-    from core.train import TRAINER_VERSION
+    from core.models import catalog
+    from core.tasks import TRAINER_VERSION
 
-    return {"model": models.get(model_name).version, "trainer": TRAINER_VERSION,
+    return {"model": catalog.family(model_name).version, "trainer": TRAINER_VERSION,
             "data": DATA_VERSION}  # fmt: skip
 
 
@@ -151,6 +156,7 @@ class Store:
         self.root = Path(root) if root else default_root()
         self.runs = self.root / "runs"
         self.locks = self.root / "locks"
+        self.derived = self.root / DERIVED
 
     def path(self, run_id: str) -> Path:
         if not (len(run_id) == 20 and all(c in "0123456789abcdef" for c in run_id)):
@@ -230,6 +236,53 @@ class Store:
             return {}
         return {k: v for k, v in names.items() if isinstance(v, str)}
 
+    # -- derived data ----------------------------------------------------------------------
+    def derived_path(self, name: str) -> Path:
+        """Where the derived file ``name`` is kept. A file derived from one run is named
+        ``<run_id>-<what>`` (``run_file``), so that ``delete`` removes it with the run."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"not a derived file name: {name!r}")
+        return self.derived / name
+
+    def run_file(self, run_id: str, what: str) -> Path:
+        """Where data derived from run ``run_id`` is kept (``what``: e.g. "test-probs.npy")."""
+        self.path(run_id)  # a run id, or ValueError
+        return self.derived_path(f"{run_id}-{what}")
+
+    def read_array(self, path: Path, shape: tuple[int, ...]):
+        """A float32 array of ``shape`` with finite values saved by ``write_array``, or None
+        when absent, damaged or anything else (nothing is ever unpickled)."""
+        import numpy as np
+
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        ok = arr.dtype == np.float32 and arr.shape == shape and np.isfinite(arr).all()
+        return arr if ok else None
+
+    def write_array(self, path: Path, arr) -> Path:
+        """Save ``arr`` as float32 .npy, atomically (``atomic_write``)."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+        return atomic_write(path, buf.getvalue())
+
+    def test_probs(self, run_id: str):
+        """The (test images, classes) probabilities saved when the run was trained, or None
+        (an older run, an autoencoder, a damaged file)."""
+        meta = self.meta(run_id)
+        if meta is None or "classes" not in meta:
+            return None
+        shape = (meta["dataset"]["sizes"]["test"], len(meta["classes"]))
+        return self.read_array(self.run_file(run_id, TEST_PROBS), shape)
+
+    def save_test_probs(self, run_id: str, probs) -> Path:
+        return self.write_array(self.run_file(run_id, TEST_PROBS), probs)
+
     # -- writing ---------------------------------------------------------------------------
     def set_name(self, run_id: str, name: str) -> str:
         """Name a run (an empty name removes it); returns the name as kept: printable
@@ -286,7 +339,7 @@ class Store:
             self._discard(self.path(run_id))
         if run_id in self.names():
             self.set_name(run_id, "")
-        for derived in (self.root / "embeddings").glob(f"*{run_id}-*"):
+        for derived in self.derived.glob(f"*{run_id}-*"):  # its files and their locks
             with contextlib.suppress(OSError):
                 derived.unlink()
 

@@ -9,7 +9,6 @@ with ``ray_address``, as Ray Tune trials; both call ``run_one`` with the same ar
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -23,25 +22,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core import UserError
-from core.config import (
-    TUPLE_FIELDS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    env_int,
-    from_dict,
-    parse_sizes,
-    to_dict,
-    validate,
-)
+from core import UserError, schema
+from core.config import RunConfig, env_int, from_dict, to_dict
 from core.device import THREADS_ENV
+from core.models import catalog
+from core.schema import validate
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-ALIASES = {"model": ("model", "name")}  # "model=cnn_bn|mlp" sweeps the architecture
-TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-NONE = ("none", "-", "")  # for optional fields: back to the default
+ABLATED = ("stages", "no_relu", "no_pool", "skip")  # the options an ablation set changes
 
 
 @dataclass(frozen=True)
@@ -51,73 +38,15 @@ class Variant:
     params: dict = field(default_factory=dict)  # field -> value, as given (for tables)
 
 
-# -- which field a name means, and how its values are written ------------------------------
-def _field_index() -> dict[str, tuple[str, str, str]]:
-    """Field name -> (section, field, annotation). Names that two sections share are only
-    reachable qualified ("train.seed"); none do today, but the rule keeps it unambiguous."""
-    index: dict[str, tuple[str, str, str]] = {}
-    seen: dict[str, int] = {}
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            index[f"{section}.{f.name}"] = (section, f.name, str(f.type))
-            seen[f.name] = seen.get(f.name, 0) + 1
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            if seen[f.name] == 1 and f.name != "name":
-                index[f.name] = (section, f.name, str(f.type))
-    for alias, (section, name) in ALIASES.items():
-        index[alias] = (section, name, "str")
-    return index
-
-
-FIELDS = _field_index()
-
-
+# -- which field a name means, and how its values are written (core.schema) ---------------
 def parse_value(name: str, text: str):
-    """The value ``text`` stands for in config field ``name`` (UserError when it cannot)."""
-    if name not in FIELDS:
-        close = sorted(k for k in FIELDS if "." not in k)
-        raise UserError(f"no config field {name!r}; sweepable fields: {', '.join(close)}")
-    _, fname, kind = FIELDS[name]
-    text = text.strip()
-    optional = "None" in kind
-    if optional and text.lower() in NONE and fname not in ("no_relu", "no_pool", "skip"):
-        return None
-    try:
-        if fname in TUPLE_FIELDS:
-            return _int_tuple(text)
-        if kind.startswith("bool"):
-            if text.lower() in TRUE or text.lower() in FALSE:
-                return text.lower() in TRUE
-            raise ValueError
-        if kind.startswith("int"):
-            return int(text)
-        if kind.startswith("float"):
-            return float(text)
-    except UserError as e:
-        raise UserError(f"{name}: {e}") from None
-    except ValueError:
-        raise UserError(f"{name}: cannot read {text!r} as {kind.replace(' | None', '')}") from None
-    return text
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    """ "50,50" or "3x75" (seed 002's notation); "none" or "" is the empty tuple."""
-    if text.lower() in NONE:
-        return ()
-    return parse_sizes(text)
+    """The value ``text`` stands for in config field ``name`` ("lr", "train.seed", "model"
+    for the family), read as the command line reads it (UserError when it cannot)."""
+    return schema.field(name).parse(text)
 
 
 def set_field(cfg: RunConfig, name: str, value) -> RunConfig:
-    section, fname, _ = FIELDS[name]
-    return replace(cfg, **{section: replace(getattr(cfg, section), **{fname: value})})
-
-
-def show(value) -> str:
-    """A value as a grid spec writes it: (50, 50) -> "50,50", () -> "none"."""
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
+    return schema.with_value(cfg, schema.field(name), value)
 
 
 # -- building the variants -----------------------------------------------------------------
@@ -160,7 +89,7 @@ def grid(base: RunConfig, spec: dict[str, list], sample: int | None = None,
         cfg, params = base, dict(zip(spec, values, strict=True))
         for name, value in params.items():
             cfg = set_field(cfg, name, value)
-        name = " ".join(f"{k}={show(v)}" for k, v in params.items())
+        name = " ".join(f"{k}={schema.show(v)}" for k, v in params.items())
         variants.append(Variant(name, validate(cfg), params))
     return variants
 
@@ -187,12 +116,11 @@ def ablations(base: RunConfig, which: Iterable[str] | None = None) -> list[Varia
     k, for each k; no pooling at stage k, for each k; no ReLU in stages 2 to n with no
     pooling at stage n; no stage n (its conv and pool). ``which`` keeps only those names.
     """
-    if base.model.name != "cnn_stages":
+    if not set(ABLATED) <= catalog.family(base.model.name).options.keys():
+        built = " or ".join(f.name for f in catalog.families() if set(ABLATED) <= f.options.keys())
         raise UserError(f"ablations remove stages of a stage-built network: use --model "
-                        f"cnn_stages (got {base.model.name})")  # fmt: skip
-    from core.models import get
-
-    n = len(base.model.stages or get("cnn_stages").defaults["stages"])
+                        f"{built} (got {base.model.name})")  # fmt: skip
+    n = len(base.model.stages or catalog.family(base.model.name).options["stages"])
     m = base.model
     changes: list[tuple[str, dict]] = [("full network", {})]
     changes += [(f"no ReLU {k}", {"no_relu": (k,)}) for k in range(1, n + 1)]
@@ -221,7 +149,7 @@ def run_one(name: str, cfg: dict, store: str | None, params: dict | None = None)
     from core.train import Diverged
 
     started = time.perf_counter()
-    row = {"name": name, "params": {k: show(v) for k, v in (params or {}).items()}}
+    row = {"name": name, "params": {k: schema.show(v) for k, v in (params or {}).items()}}
     for event in train_or_load(from_dict(cfg), Store(store)):
         if isinstance(event, Diverged):
             return row | {"status": "diverged", "epoch": event.epoch, "step": event.step,

@@ -19,19 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import accel, models
+from core import accel, models, tasks
 from core import device as devices
-from core.config import RunConfig, validate
+from core.config import RunConfig
 from core.data import augment
 from core.data.dataset import ImageData
+from core.models import catalog
 from core.models.base import Classifier, InputSpec
-
-# A loss this many times chance level (ln C) means the run blew up, even if still finite.
-DIVERGENCE_FACTOR = 100.0
-# Bumped when the trainer changes the numbers a fixed seed gives (the loop, losses, optimizers,
-# schedules, metrics): part of every run key (core.store.run_key), so a docstring or a
-# speed-only change keeps every stored run; tests/test_fingerprints.py catches a forgotten bump.
-TRAINER_VERSION = 1
+from core.schema import validate
 
 # Images per forward pass when evaluating. Small enough that cnn_bn's largest activation
 # (19 MB) stays under glibc's 32 MB mmap limit and is reused (devices.keep_freed_memory):
@@ -91,21 +86,6 @@ class Diverged:
 
 
 Event = BatchEnd | EpochEnd | Finished | Diverged
-
-
-def task_of(model) -> str:
-    """ "classify" (cross-entropy on labels) or "reconstruct" (an autoencoder: MSE on the
-    image itself)."""
-    return getattr(model, "task", "classify")
-
-
-def new_history(task: str = "classify") -> dict:
-    """Per-epoch lists; autoencoders have no accuracy, so no accuracy lists."""
-    keys = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-            "val_top5_accuracy", "lr", "seconds"]  # fmt: skip
-    if task == "reconstruct":
-        keys = [k for k in keys if not k.endswith("accuracy")]
-    return {k: [] for k in keys} | {"batch_step": [], "batch_loss": []}
 
 
 def build_model(cfg: RunConfig, data: ImageData) -> Classifier:
@@ -205,21 +185,6 @@ def _penalty(cfg: RunConfig, weights: list[torch.Tensor]) -> torch.Tensor | floa
     return total
 
 
-def _evaluate(model, x, y, bf16) -> tuple[float, float, float]:
-    """(mean cross-entropy, accuracy, top-5 accuracy) on device tensors x (uint8) and y; for
-    an autoencoder (reconstruction MSE, NaN, NaN). With 5 classes or fewer, top-5 is 1."""
-    if task_of(model) == "reconstruct":
-        return reconstruction_mse(model, x, bf16), math.nan, math.nan
-    logits = predict_logits(model, x, bf16)
-    y = y.cpu()
-    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    return (
-        F.cross_entropy(logits, y).item(),
-        (logits.argmax(1) == y).float().mean().item(),
-        (top5 == y[:, None]).any(1).float().mean().item(),
-    )
-
-
 def train(
     cfg: RunConfig,
     data: ImageData,
@@ -243,10 +208,11 @@ def train(
     model = build_model(cfg, data)
     if init is not None:
         model.body.load_state_dict(init, strict=True)
-    if cfg.model.encoder_mode == "frozen":
+    starts = catalog.family(cfg.model.name).starts_from
+    if starts is not None and getattr(cfg.model, starts.mode) == "frozen":
         model.body.requires_grad_(False)
     model = accel.accelerate(model.to(dev))  # CPU speed-ups (same weights)
-    task = task_of(model)
+    task = tasks.of(cfg.model.name)
     x_train = torch.from_numpy(data.x_train).to(dev)
     y_train = torch.from_numpy(data.y_train).to(dev)
     x_val = torch.from_numpy(data.x_val).to(dev)
@@ -259,10 +225,9 @@ def train(
     sched, sched_when = _scheduler(cfg, opt, steps_per_epoch)
     weights = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
     log_every = max(1, steps_per_epoch // 50)  # ~50 points per epoch for live curves
-    # An MSE on pixels in [0, 1] cannot blow up past 1: only a NaN means divergence there.
-    blow_up = DIVERGENCE_FACTOR * math.log(max(data.num_classes, 2)) if task == "classify" else 1.0
+    blow_up = task.blow_up(data.num_classes)
 
-    history = new_history(task)
+    history = task.history()
     best_loss, best_epoch, best_state, patience = math.inf, 0, None, 0
     start = time.perf_counter()
     train_seconds = 0.0  # time in training steps only: images/s excludes validation
@@ -286,11 +251,8 @@ def train(
                 xb = augment.hflip(xb, gen)
             with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
                 xf = to_float(xb)
-                logits = model(xf)  # for an autoencoder: the reconstruction
-                if task == "reconstruct":
-                    loss = F.mse_loss(logits.float(), xf)
-                else:
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=t.label_smoothing)
+                out = model(xf)  # logits; an autoencoder's reconstruction
+                loss = task.loss(out, xf, yb, t.label_smoothing)
             loss = loss + _penalty(cfg, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -307,11 +269,11 @@ def train(
             n = len(idx)
             seen += n
             run_loss += value * n
-            if task == "classify":
-                run_correct += (logits.argmax(1) == yb).sum()
+            if (correct := task.correct(out, yb)) is not None:
+                run_correct += correct
             run_count += n
             if b % log_every == 0 or b == steps_per_epoch or step <= 2:  # a line at once
-                correct = int(run_correct.item()) if task == "classify" else math.nan
+                correct = int(run_correct.item()) if task.has_accuracy else math.nan
                 speed = seen / (train_seconds + time.perf_counter() - epoch_start)
                 remaining = (t.epochs * steps_per_epoch - step) * t.batch_size
                 history["batch_step"].append(step)
@@ -326,7 +288,7 @@ def train(
         train_seconds += time.perf_counter() - epoch_start
         if stopped and ep_count == 0:
             break
-        val_loss, val_acc, val_top5 = _evaluate(model, x_val, y_val, bf16)
+        val_loss, val_acc, val_top5 = task.evaluate(model, x_val, y_val, bf16)
         if sched_when == "per_epoch":
             sched.step()
         elif sched_when == "on_val_loss":

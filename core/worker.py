@@ -1,8 +1,9 @@
 """Where a queued run trains: a worker process of this machine, or a Ray task on a cluster.
 
-``execute`` is the one body both run: it trains (or finds) a config through
+``execute`` is the one body both run: it trains (or finds) a planned run through
 ``runs.train_or_load`` and yields what a page shows, at most a few times a second: the
-state, the last batch's progress, the history so far, an autoencoder's reconstructions.
+state, the last batch's progress, the history so far, the task's preview (an autoencoder's
+reconstructions).
 
 ``python -m core.worker --store DIR`` is the local worker the job queue starts (core.jobs).
 It pays the start-up costs once (torch, the kernels, the default dataset), says ``ready``,
@@ -23,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-PREVIEW = 8  # test images an autoencoder job reconstructs after each epoch
 FLUSH_SECONDS = 0.25  # at most four updates a second reach a page
 MAX_BATCH_POINTS = 2000  # per-batch loss points kept: every other one is dropped beyond
 RECYCLE_MB = 3072  # a worker this large after a run exits and is replaced
@@ -52,30 +52,33 @@ class _History:
             self._stride *= 2
 
 
-def execute(cfg, store, stop: threading.Event, map_after: bool = True,
+def execute(planned, store, stop: threading.Event, map_after: bool = True,
             precompute_maps: bool = True,
             idle: Callable[[], bool] = lambda: True) -> Iterator[dict]:  # fmt: skip
-    """Train ``cfg`` (a RunConfig) into ``store``, yielding updates for the job's record:
-    ``{"state", "progress", "history", "preview"}`` while it runs, then a final one with
-    ``state`` done (``run_id``, ``cache_hit``), diverged, or stopped (and a ``message``).
+    """Train ``planned`` (a core.runs.Plan) into ``store``, yielding updates for the job's
+    record: ``{"state", "progress", "history", "preview"}`` while it runs, then a final one
+    with ``state`` done (``run_id``, ``cache_hit``), diverged, or stopped (and a ``message``).
 
     A new run's t-SNE map is computed right after it, in this process, when ``idle()`` says
     no other job waits for the worker (4-5 s that would otherwise hold up every student
     behind it; the Embeddings page computes a missing map when someone asks)."""
-    from core import data as datasets
+    from core import tasks
     from core.jobs import PARTIAL
     from core.runs import Stored, Waiting, train_or_load
-    from core.train import BatchEnd, Diverged, EpochEnd, Finished, reconstruct, to_uint8
+    from core.train import BatchEnd, Diverged, EpochEnd, Finished
 
+    cfg = planned.cfg
+    task = tasks.of(cfg.model.name)
     history, progress, preview = _History(), {}, {}
-    originals = _preview_images(cfg)
-    last = 0.0
+    originals = task.preview_images(cfg.data)
+    last, done = 0.0, False
 
     def update(state: str, **final) -> dict:
         return {"state": state, "progress": dict(progress), "history": history.series,
                 "preview": preview, **final}  # fmt: skip
 
-    for event in train_or_load(cfg, store, stop):
+    make_map = lambda: precompute_maps and map_after and idle()  # noqa: E731 - asked at the end
+    for event in train_or_load(planned, store, stop, make_map=make_map):
         if isinstance(event, Waiting):
             yield update("waiting")
             continue
@@ -96,11 +99,7 @@ def execute(cfg, store, stop: threading.Event, map_after: bool = True,
                     history.append(key, getattr(event, key))
             history.append("epoch", event.epoch)
             if originals is not None:
-                preview = {
-                    "epoch": event.epoch,
-                    "originals": originals,
-                    "reconstructions": to_uint8(reconstruct(event.model, originals)),
-                }
+                preview = task.preview(event.model, originals, event.epoch)
             last = time.monotonic()
             yield update("running")
         elif isinstance(event, Diverged):
@@ -112,35 +111,11 @@ def execute(cfg, store, stop: threading.Event, map_after: bool = True,
             return
         elif isinstance(event, Stored):
             history.series = {k: list(v) for k, v in event.meta["history"].items()}
+            done = True
             yield update("done", run_id=event.run_id, cache_hit=event.cache_hit)
-            if not event.cache_hit and precompute_maps and map_after and idle():
-                _precompute_map(event, datasets.load(cfg.data), store)
-            return
-    yield update("stopped", message=PARTIAL)
-
-
-def _preview_images(cfg):
-    """The first PREVIEW test images (uint8) an autoencoder job shows each epoch."""
-    from core import data as datasets
-
-    if cfg.model.name != "conv_autoencoder":
-        return None
-    return datasets.load(cfg.data).x_test[:PREVIEW].copy()
-
-
-def _precompute_map(stored, data, store) -> None:
-    """The new run's t-SNE map, now, in the worker: the Embeddings page then opens it from
-    the cache, and the work never shares the cores with another training run."""
-    import traceback
-
-    from core import embed
-
-    try:
-        embed.precompute(stored.model, data, stored.run_id, store.root)
-    except embed.CollapsedFeatures:  # nothing to map; the Embeddings page says so
-        pass
-    except Exception:  # noqa: BLE001 - a map that fails now is computed on demand later
-        traceback.print_exc()
+            # The generator goes on after Stored: the run's map, when make_map() says so.
+    if not done:
+        yield update("stopped", message=PARTIAL)
 
 
 def warm_up() -> None:
@@ -155,7 +130,9 @@ def warm_up() -> None:
 
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
     with contextlib.suppress(ImportError):  # Numba's compiled kernels, from its cache
-        import core.models.fused  # noqa: F401
+        import core.accel
+
+        core.accel.warm()
     datasets.load(DataConfig()).mean_std()
 
 
@@ -218,13 +195,16 @@ def run_job(db, store, job_id: str, attempt: int, maps: bool = True) -> None:
     request to stop is read from the database with every update."""
     import traceback
 
+    from core.runs import Plan
+
     job = db.get(job_id)
     if job is None:
         return
     stop = threading.Event()
     try:
         idle = lambda: not db.rows(("queued",), "id")  # noqa: E731 - nobody waits for a worker
-        for update in execute(job.cfg, store, stop, job.map_after, precompute_maps=maps,
+        planned = Plan(job.cfg, job.key)
+        for update in execute(planned, store, stop, job.map_after, precompute_maps=maps,
                               idle=idle):  # fmt: skip
             if not db.update(job_id, attempt, update):
                 stop.set()  # re-queued or removed meanwhile: this attempt is no longer wanted
@@ -243,16 +223,17 @@ def one_line(e: BaseException) -> str:
 
 
 # -- on a Ray cluster ------------------------------------------------------------------------
-def ray_task(cfg_dict: dict, inputs: dict, map_after: bool, threads: int):
+def ray_task(cfg_dict: dict, key: str, inputs: dict, map_after: bool, threads: int):
     """A Ray task (a streaming generator): train in a store of this node's own and yield the
     same updates as a local worker; the last one carries the run's files, which the
-    server's queue writes into its store (the nodes need not share a disk). ``inputs``: the
-    files of runs this one starts from (an ae_classifier's encoder)."""
+    server's queue writes into its store (the nodes need not share a disk). ``cfg_dict`` and
+    ``key``: the job's plan; ``inputs``: the files of the runs it starts from."""
     import shutil
     import tempfile
 
     from core.config import from_dict
     from core.device import THREADS_ENV
+    from core.runs import Plan
     from core.store import Store
 
     os.environ[THREADS_ENV] = str(threads)
@@ -261,7 +242,8 @@ def ray_task(cfg_dict: dict, inputs: dict, map_after: bool, threads: int):
         store = Store(root)
         for run_id, files in inputs.items():
             store.import_files(run_id, files)
-        for update in execute(from_dict(cfg_dict), store, threading.Event(), map_after,
+        planned = Plan(from_dict(cfg_dict), key)
+        for update in execute(planned, store, threading.Event(), map_after,
                               precompute_maps=False):  # fmt: skip
             if update["state"] == "done":
                 update = update | {"files": store.export_files(update["run_id"])}

@@ -70,7 +70,7 @@ def test_the_autoencoder_rebuilds_its_input_shape_in_0_1(pooling):
     assert flat == (32 * 7 * 7 if pooling else 32 * 28 * 28)
     pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in model.body)
     assert pools == (2 if pooling else 0)
-    assert model.task == "reconstruct"
+    assert models.get("conv_autoencoder").task == "reconstruct"
 
 
 def test_the_classifier_body_is_the_autoencoders_encoder():
@@ -78,7 +78,8 @@ def test_the_classifier_body_is_the_autoencoders_encoder():
     cls = models.build(ModelConfig("ae_classifier", latent=24, encoder="x"), InputSpec())
     cls.body.load_state_dict(ae.body.state_dict(), strict=True)  # same layers, same shapes
     assert cls(torch.rand(2, 1, 28, 28)).shape == (2, 10)
-    assert getattr(cls, "task", "classify") == "classify"
+    assert models.get("ae_classifier").task == "classify"
+    assert models.get("conv_autoencoder").task == "reconstruct"
 
 
 def test_sides_not_divisible_by_4_are_refused():
@@ -122,13 +123,12 @@ def test_encoder_modes_start_from_the_autoencoder_or_not(lab):
             assert all(same)  # only the head trained
         else:
             assert not all(same)  # trained on (finetune) or never loaded (random)
-    from core.runs import encoder_weights, resolve
+    from core.runs import plan, start_weights
 
-    cfg, _ = resolve(classifier_config(lab["ae"], "finetune"), store)
-    init = encoder_weights(cfg, store)
+    cfg = plan(classifier_config(lab["ae"], "finetune"), store).cfg
+    init = start_weights(cfg, store)
     assert all(torch.equal(init[k], v) for k, v in ae.body.state_dict().items())
-    assert encoder_weights(resolve(classifier_config(lab["ae"], "random"), store)[0],
-                           store) is None  # fmt: skip
+    assert start_weights(plan(classifier_config(lab["ae"], "random"), store).cfg, store) is None
 
 
 def test_a_classifier_needs_a_stored_autoencoder_with_the_same_architecture(lab):
@@ -152,7 +152,7 @@ def test_a_classifier_needs_a_stored_autoencoder_with_the_same_architecture(lab)
 
 def test_an_autoencoder_job_shows_its_reconstructions_after_every_epoch(tmp_path):
     from core.jobs import JobQueue
-    from core.worker import PREVIEW
+    from core.tasks import PREVIEW
 
     queue = JobQueue(Store(tmp_path), precompute_maps=False)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from dataclasses import replace
@@ -209,16 +208,6 @@ def test_model_choice_errors(args, capsys):
     assert cli.main(["train", *DIGITS, *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-
-
-def test_hidden_sizes_notation():
-    assert cli.hidden_sizes("100") == (100,)
-    assert cli.hidden_sizes("50,50") == (50, 50)
-    assert cli.hidden_sizes("3x75") == (75, 75, 75)
-    assert cli.hidden_sizes("2x64, 10") == (64, 64, 10)
-    for bad in ("", "abc", "3x", "x", "1.5"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            cli.hidden_sizes(bad)
 
 
 def test_flags_build_the_run_config():

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import metrics
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.runs import stored_test_probs, train_or_load
+from core.runs import train_or_load
 from core.store import Store
 
 # A Fashion-MNIST run small enough for a test (about 2 s) whose 10,000 test images fill
@@ -277,7 +277,7 @@ def predictions(meta: dict, root) -> tuple[np.ndarray, np.ndarray]:
     from core import data as datasets
 
     data = datasets.load(DataConfig(**meta["config"]["data"]))
-    probs = stored_test_probs(Store(root), meta["run_id"], len(data.y_test), 10)
+    probs = Store(root).test_probs(meta["run_id"])
     return data.y_test, probs.argmax(1)
 
 

@@ -1,7 +1,7 @@
 """A numerics change must come with a version bump: the fingerprint of one training step.
 
 A run's key (core.store.run_key) hashes declared versions, not source files: the model
-family's ``@register(..., version=)``, ``core.train.TRAINER_VERSION`` and
+family's version (core/models/catalog.py), ``core.tasks.TRAINER_VERSION`` and
 ``core.data.DATA_VERSION``. So a docstring or speed-only edit keeps every stored run, and a
 change that alters the numbers must bump one of them, or stored runs would answer for code
 that no longer gives them. This test trains every registered model for one step of a fixed
@@ -115,8 +115,8 @@ def test_one_training_step_gives_the_recorded_numbers(name, one_plain_thread):
     table = recorded()
     got = fingerprint(name)
     hint = (f"the numbers of {name!r} changed ({key(name)}). If that is meant, bump the "
-            "version of what changed (the family's @register(version=), "
-            "core.train.TRAINER_VERSION or core.data.DATA_VERSION) and record the new "
+            "version of what changed (the family's in core/models/catalog.py, "
+            "core.tasks.TRAINER_VERSION or core.data.DATA_VERSION) and record the new "
             "fingerprints: .venv/bin/python tests/test_fingerprints.py --update")  # fmt: skip
     assert key(name) in table, f"no fingerprint recorded for {key(name)}: {hint}"
     want = table[key(name)]

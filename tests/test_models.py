@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import UserError, models
+from core import UserError, models, tasks
 from core.config import ModelConfig
 from core.models import backbone, base, cnn
 from core.models.base import InputSpec
@@ -43,7 +43,7 @@ def test_forward_features_and_gradients(name, spec_id):
     x = torch.rand(4, spec.channels, spec.size, spec.size)
     logits = model(x)
     features = model.features(x)
-    autoencoder = getattr(model, "task", "classify") == "reconstruct"
+    autoencoder = models.get(name).task == "reconstruct"
     assert logits.shape == (x.shape if autoencoder else (4, spec.num_classes))
     assert features.ndim == 2 and features.shape[0] == 4
     assert torch.isfinite(logits).all() and torch.isfinite(features).all()
@@ -71,10 +71,7 @@ def test_every_model_trains_under_bf16_autocast(name):
     x = torch.rand(8, 1, 28, 28)
     with torch.autocast("cpu", torch.bfloat16):
         out = model(x)
-        if getattr(model, "task", "classify") == "reconstruct":
-            loss = F.mse_loss(out.float(), x)
-        else:
-            loss = F.cross_entropy(out.float(), torch.arange(8) % 10)
+        loss = tasks.of(name).loss(out, x, torch.arange(8) % 10, label_smoothing=0.0)
     loss.backward()
     for pname, p in model.named_parameters():
         if p.requires_grad:
@@ -102,26 +99,23 @@ def test_unknown_model_lists_the_valid_names():
         models.build(ModelConfig("resnet9000"), InputSpec())
 
 
-def test_registering_a_name_twice_raises(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))  # leave the real one alone
-
+def test_a_factory_is_registered_once_and_only_for_a_declared_family(monkeypatch):
     def factory(spec):
         raise AssertionError("never built")
 
+    models.factory("mlp")  # its module imported: registered
     with pytest.raises(ValueError, match="mlp"):
-        models.register("mlp", "a second mlp")(factory)
-    models.register("toy", "a toy")(factory)
-    with pytest.raises(ValueError, match="toy"):
-        models.register("toy", "the same toy again")(factory)
-    assert models._REGISTRY["mlp"].factory is not factory
+        models.register("mlp")(factory)
+    with pytest.raises(UserError, match="unknown model 'toy'"):  # declare it in the catalog
+        models.register("toy")(factory)
+    assert models.factory("mlp") is not factory
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_factory_names_its_paper(name):
-    entry = models.get(name)
-    doc = (entry.factory.__doc__ or "").lower()
+    doc = (models.factory(name).__doc__ or "").lower()
     assert "seed" in doc, f"{name}'s docstring names no seed paper (or says 'no seed')"
-    assert entry.summary.strip()
+    assert models.get(name).summary.strip()
 
 
 def test_cnn_bn_matches_seed_000():

@@ -126,19 +126,20 @@ def test_run_key_follows_the_declared_versions_not_the_source_files(monkeypatch)
     """A docstring or speed-only edit keeps every stored run; a version bump re-keys the
     runs of that family (or all, for the trainer and the data pipeline)."""
     import core.data
-    import core.train
+    import core.tasks
     from core import models
+    from core.models import catalog
 
     fast = replace(TINY, model=ModelConfig("fast"))
     key, other = run_key(TINY, "data-1"), run_key(fast, "data-1")
-    entry = models.get(TINY.model.name)
-    monkeypatch.setattr(entry.factory, "__doc__", "an edited docstring")
+    entry = catalog.family(TINY.model.name)
+    monkeypatch.setattr(models.factory(entry.name), "__doc__", "an edited docstring")
     assert run_key(TINY, "data-1") == key
-    monkeypatch.setitem(models._REGISTRY, entry.name, replace(entry, version=entry.version + 1))
+    monkeypatch.setitem(catalog.FAMILIES, entry.name, replace(entry, version=entry.version + 1))
     bumped = run_key(TINY, "data-1")
     assert bumped != key
     assert run_key(fast, "data-1") == other  # only that family's runs
-    monkeypatch.setattr(core.train, "TRAINER_VERSION", core.train.TRAINER_VERSION + 1)
+    monkeypatch.setattr(core.tasks, "TRAINER_VERSION", core.tasks.TRAINER_VERSION + 1)
     trainer = run_key(TINY, "data-1")
     assert trainer not in (key, bumped)
     assert run_key(fast, "data-1") != other
@@ -520,19 +521,23 @@ def test_test_set_probabilities_are_kept_beside_a_new_run(tmp_path):
     """Computed once when the run is stored (for its metrics), so the Evaluate and
     Embeddings pages read them instead of predicting 10,000 images on a first view."""
     from core import data as datasets
-    from core.runs import stored_test_probs, test_probs_path
+    from core import runs
+    from core.store import TEST_PROBS
     from core.train import predict_proba
 
     store = Store(tmp_path)
     stored = list(train_or_load(TINY, store))[-1]
     n, classes = stored.meta["dataset"]["sizes"]["test"], len(stored.meta["classes"])
-    probs = stored_test_probs(store, stored.run_id, n, classes)
+    probs = store.test_probs(stored.run_id)
     model, meta = store.load_model(stored.run_id)
     x_test = datasets.load(DataConfig(**meta["config"]["data"])).x_test
     assert probs is not None and probs.shape == (n, classes)
     assert abs(probs - predict_proba(model, x_test)).max() < 1e-5
-    assert stored_test_probs(store, stored.run_id, n, classes + 1) is None  # wrong shape
-    test_probs_path(store, stored.run_id).write_bytes(b"not an array")
-    assert stored_test_probs(store, stored.run_id, n, classes) is None  # damaged: recompute
+    path = store.run_file(stored.run_id, TEST_PROBS)
+    assert store.read_array(path, (n, classes + 1)) is None  # wrong shape
+    path.write_bytes(b"not an array")
+    assert store.test_probs(stored.run_id) is None  # damaged: recomputed, and kept again
+    assert abs(runs.test_probs(store, stored.run_id) - probs).max() < 1e-5
+    assert store.test_probs(stored.run_id) is not None
     store.delete(stored.run_id)
-    assert not test_probs_path(store, stored.run_id).exists()
+    assert not path.exists()

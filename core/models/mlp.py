@@ -8,13 +8,7 @@ from core.models import register
 from core.models.base import Classifier, InputSpec, dense_stack
 
 
-@register(
-    "mlp",
-    "one hidden layer, no convolution (seed 000's comparison network)",
-    version=1,
-    hidden=(256,),
-    dropout=0.2,
-)
+@register("mlp")
 def mlp(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Classifier:
     """Seed 000's network without convolution: flatten -> dense hidden layer(s) -> 10.
 

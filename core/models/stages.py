@@ -8,16 +8,7 @@ from core.models import register
 from core.models.base import Classifier, InputSpec
 
 
-@register(
-    "cnn_stages",
-    "stage-built CNN: conv + ReLU + pool per stage, then a conv to the classes (seed 003)",
-    version=1,
-    stages=(16, 32, 64, 128),
-    kernel=3,
-    no_relu=(),
-    no_pool=(),
-    skip=(),
-)
+@register("cnn_stages")
 def cnn_stages(
     spec: InputSpec,
     stages: tuple[int, ...],
