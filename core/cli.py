@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core import UserError, schema, tasks
 from core.config import ModelConfig, RunConfig, to_dict
+from core.models import catalog
 
 
 class Parser(argparse.ArgumentParser):
@@ -133,15 +134,18 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         cfg = replace(cfg, model=ModelConfig(name=args.model))
     elif not args.preset:
         raise UserError("say which model to train: --model NAME or --preset NAME")
+    reads = catalog.family(cfg.model.name).options
     for f in schema.FIELDS_LIST:
-        if f.flag and (value := getattr(args, f.name)) is not None:
-            cfg = schema.with_value(cfg, f, value)
+        if not f.flag or (value := getattr(args, f.name)) is None:
+            continue
+        if f.section == "model" and f.name not in reads:
+            raise UserError(f"--{f.name.replace('_', '-')}: {cfg.model.name} has no such option "
+                            f"(it reads {', '.join(reads) or 'none'})")  # fmt: skip
+        cfg = schema.with_value(cfg, f, value)
     return recipes.sized_for(cfg)
 
 
 def cmd_models(_args) -> int:
-    from core.models import catalog
-
     for f in catalog.families():
         options = ", ".join(f"{k}={v}" for k, v in f.options.items())
         print(f"{f.name:<18} {f.summary}  [{options}]")

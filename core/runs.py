@@ -12,6 +12,7 @@ and, when asked, the test set's t-SNE map. Where these files lie is the store's 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from filelock import Timeout
 
 from core import UserError
 from core import data as datasets
-from core.config import RunConfig, env_int, to_dict
+from core.config import ModelConfig, RunConfig, env_int, to_dict
 from core.models import catalog
 from core.schema import validate
 from core.store import Store, code_version, run_key
@@ -55,15 +56,25 @@ MAX_MEMORY_MB = 6144  # a run's estimated training memory (core.models.footprint
 def plan(cfg: RunConfig, store: Store | None = None) -> Plan:
     """The run ``cfg`` describes: validated and keyed, without decoding an image.
 
-    Every field is bounded (schema.validate). A model that starts from another stored run
+    Every field is bounded (schema.validate); options the model's family does not read are
+    dropped (``own_options``). A model that starts from another stored run
     (``models.StartsFrom``: seed 001's classifier on its autoencoder) takes that run's
     architecture and must share its data. The model's size and training memory are checked
     apart (``check_size``: it needs torch, which a cache hit on the command line never
     imports).
     """
-    cfg = validate(replace(cfg, data=datasets.effective(cfg.data)))
-    cfg = _with_start(cfg, store or Store())
+    cfg = replace(cfg, model=own_options(cfg.model), data=datasets.effective(cfg.data))
+    cfg = _with_start(validate(cfg), store or Store())
     return Plan(cfg, run_key(cfg, datasets.identity(cfg.data)))
+
+
+def own_options(model: ModelConfig) -> ModelConfig:
+    """``model`` without the options its family does not read (a page's leftovers from the
+    model picked before): they would change the run's key, not the model."""
+    reads = catalog.family(model.name).options
+    unread = {f.name: None for f in dataclasses.fields(model)
+              if f.name != "name" and f.name not in reads}  # fmt: skip
+    return replace(model, **unread)
 
 
 def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:

@@ -89,6 +89,12 @@ def grid(base: RunConfig, spec: dict[str, list], sample: int | None = None,
         cfg, params = base, dict(zip(spec, values, strict=True))
         for name, value in params.items():
             cfg = set_field(cfg, name, value)
+        reads = catalog.family(cfg.model.name).options
+        for name in params:
+            f = schema.field(name)
+            if f.section == "model" and f.name != "name" and f.name not in reads:
+                raise UserError(f"{name}: {cfg.model.name} has no such option (it reads "
+                                f"{', '.join(reads) or 'none'})")  # fmt: skip
         name = " ".join(f"{k}={schema.show(v)}" for k, v in params.items())
         variants.append(Variant(name, validate(cfg), params))
     return variants

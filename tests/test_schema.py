@@ -96,3 +96,19 @@ def test_an_unknown_field_is_one_line_listing_the_known_ones():
         schema.field("colour")
     with pytest.raises(UserError, match=r"no config field 'data\.lr'"):
         schema.field("data.lr")
+
+
+def test_an_option_the_model_does_not_read_is_refused_or_dropped(tmp_path):
+    """The command line and a sweep refuse it in one line; a page's leftover from the model
+    picked before is dropped when the run is planned, so it cannot change the run's key."""
+    from core import runs
+    from core.store import Store
+
+    with pytest.raises(UserError, match="--width: mlp has no such option"):
+        cli.build_config(cli.parser().parse_args(["train", "--model", "mlp", "--width", "8"]))
+    with pytest.raises(UserError, match="width: mlp has no such option"):
+        sweep.grid(RunConfig(model=ModelConfig("mlp")), sweep.parse_grid(["width=8|16"]))
+    leftover = RunConfig(DataConfig(dataset="digits"), ModelConfig("mlp", stages=(8, 16)))
+    clean = RunConfig(DataConfig(dataset="digits"), ModelConfig("mlp"))
+    store = Store(tmp_path)
+    assert runs.plan(leftover, store) == runs.plan(clean, store)

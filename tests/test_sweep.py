@@ -253,7 +253,7 @@ def test_an_unreachable_cluster_is_one_error_line(run_cli):
 
 def test_a_grid_is_counted_and_capped_before_it_is_expanded(run_cli, monkeypatch):
     values = "|".join(str(v) for v in range(1, 1001))  # 1000 x 1000 x 1000 combinations
-    spec = sweep.parse_grid([f"width={values}", f"latent={values}", f"batch_size={values}"])
+    spec = sweep.parse_grid([f"seed={values}", f"split_seed={values}", f"batch_size={values}"])
     with pytest.raises(UserError, match="1,000,000,000 combinations; the limit is 64 runs"):
         sweep.grid(TINY_MLP, spec)
     # Sampling picks combinations by their index: four of a billion, none of the others built.
