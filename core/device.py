@@ -80,8 +80,8 @@ def keep_freed_memory() -> bool:
     Every training step allocates and frees the same large tensors (cnn_bn: 9.6 MB feature
     maps at batch 256). By default glibc serves such blocks with fresh ``mmap`` calls and
     trims the heap's top, so each step faulted in 10-14 MB of new zeroed pages: 2,500-3,400
-    page faults per step, and cnn_bn trained at 5,900 images/s against 7,100-8,000 with
-    this. (Intel's guide to PyTorch on CPUs swaps in jemalloc or tcmalloc for the same
+    page faults per step, and cnn_bn trained slower than with this (figures: README,
+    Benchmarks). (Intel's guide to PyTorch on CPUs swaps in jemalloc or tcmalloc for the same
     reason.) The cost: the process keeps its peak heap instead of shrinking after a run.
     """
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":

@@ -33,7 +33,7 @@ PCA_DIMS = 50  # t-SNE and UMAP see this many principal components, not the raw 
 # openTSNE's defaults are 250 + 500 iterations on a fine FFT grid (one interval per unit of
 # map, at least 50). On Fashion-MNIST's 10,000 test points, 100 + 150 iterations on a grid
 # half as fine give the same clusters (10-NN accuracy in the map within 0.002 of the default's)
-# in 2-8 s instead of 50-60 s on two shared cores; bench/embed_bench.py measures it.
+# in a fraction of the time (figures: README, Benchmarks; bench/embed_bench.py measures it).
 TSNE_PARAMS = {
     "perplexity": 30,
     "early_exaggeration_iter": 100,
@@ -45,11 +45,12 @@ TSNE_PARAMS = {
 }
 TSNE_ITERATIONS = TSNE_PARAMS["early_exaggeration_iter"] + TSNE_PARAMS["n_iter"]
 TSNE_CALLBACK_EVERY = 25  # iterations between intermediate maps (a few tenths of a second)
-# Up to this many points, exact neighbours (one brute-force distance pass, 0.3 s for 10,000 x
-# 50) beat the approximate index (Annoy took 3-5 s and pynndescent a JIT compile each process).
+# Up to this many points, exact neighbours (one brute-force distance pass over 10,000 x 50)
+# beat the approximate index (Annoy's build is slower, and pynndescent JIT-compiles in each
+# process; figures: README, Benchmarks).
 EXACT_NEIGHBOURS_UP_TO = 20_000
 # 200 epochs (umap's own choice above 10,000 points) and a PCA start instead of the spectral
-# one: 4 s instead of 13 s for 10,000 points, the same clusters.
+# one: faster for 10,000 points, the same clusters (figures: README, Benchmarks).
 UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200, "init": "pca"}
 PARAMS = {"pca": {}, "tsne": TSNE_PARAMS, "umap": UMAP_PARAMS}
 
@@ -183,8 +184,9 @@ def _import_umap():
     """umap-learn, with numba's on-disk cache on for all of its compiled functions.
 
     umap's own ``smooth_knn_dist`` and ``compute_membership_strengths`` are compiled without
-    ``cache=True``: every new process paid 3-8 s of JIT for them. ``enable_caching`` is what
-    ``cache=True`` does; it is harmless for the ones that already cache.
+    ``cache=True``: every new process paid seconds of JIT for them (figures: README,
+    Benchmarks). ``enable_caching`` is what ``cache=True`` does; it is harmless for the ones
+    that already cache.
     """
     _numba_cache()
     import umap as umap_learn  # imported here, after NUMBA_CACHE_DIR is set

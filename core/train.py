@@ -29,9 +29,9 @@ from core.models.base import Classifier, InputSpec
 from core.schema import validate
 
 # Images per forward pass when evaluating. Small enough that cnn_bn's largest activation
-# (19 MB) stays under glibc's 32 MB mmap limit and is reused (devices.keep_freed_memory):
-# scoring the 10,000 test images took 0.35-0.49 s at 512 against 0.61-0.74 s at 2048,
-# which faulted in 160,000-300,000 fresh pages each time.
+# (19 MB) stays under glibc's 32 MB mmap limit and is reused (devices.keep_freed_memory);
+# at 2048 each scoring of the 10,000 test images faulted in 160,000-300,000 fresh pages and
+# took longer (figures: README, Benchmarks).
 EVAL_BATCH = 512
 
 

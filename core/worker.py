@@ -60,7 +60,7 @@ def execute(planned, store, stop: threading.Event, map_after: bool = True,
     with ``state`` done (``run_id``, ``cache_hit``), diverged, or stopped (and a ``message``).
 
     A new run's t-SNE map is computed right after it, in this process, when ``idle()`` says
-    no other job waits for the worker (4-5 s that would otherwise hold up every student
+    no other job waits for the worker (seconds that would otherwise hold up every student
     behind it; the Embeddings page computes a missing map when someone asks)."""
     from core import tasks
     from core.jobs import PARTIAL

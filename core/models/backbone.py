@@ -47,8 +47,8 @@ from core.schema import FIELDS
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a weights download gives up
 # Frozen layers run without autograd in chunks of about this many pixels: on a CPU a batch of
-# 8 images at 224x224 keeps the activations in cache (efficientnet_lite0 ran 94 images/s in
-# chunks of 4-8, 44 in one batch of 64).
+# 8 images at 224x224 keeps the activations in cache (efficientnet_lite0 ran faster in chunks
+# of 4-8 than in one batch of 64; figures: README, Benchmarks).
 CHUNK_PIXELS = 8 * 224 * 224
 
 
