@@ -244,11 +244,10 @@ def gray_backward_channel(
         for r in range(h):
             for q in range(w):
                 j = r * w + q
-                win = k[j]
                 dy = g[j] * np.float32(o[j] > 0)
                 acc += dy
                 acc_x += dy * (v[j] - mu)
-                p0 = winner(r, q, win, xp.shape[2])
+                p0 = winner(r, q, k[j], xp.shape[2])
                 p1 = p0 + wide
                 p2 = p1 + wide
                 a0 += dy * plane[p0]
@@ -313,25 +312,34 @@ def take_channel(typingctx, counter):
 
 task = numba.cfunc(types.void(types.CPointer(types.int64)), cache=True)
 
-FORWARD = Signature(
-    "forward",
-    Arg("x", F32, PLANES),
-    Arg("weight", F32, "c"),
-    Arg("bias", F32, "c"),
-    Arg("eps", F64, "1"),
-    Arg("mean", F64, "c", out=True),
-    Arg("var", F64, "c", out=True),
-    Arg("out", F32, ROWS, out=True),
-    Arg("code", U8, ROWS, out=True),
-)
+
+@jit
+def opened(a):
+    """A block's four sizes (n, c, hh, ww), from its slots ``a``, and the shape of the pooled
+    maps laid as rows (one row per image and channel)."""
+    n, c, hh, ww = a[1], a[2], a[3], a[4]
+    return n, c, hh, ww, (n * c, (hh // 2) * (ww // 2))
+
+
+# Argument runs the tasks share. Forward: BatchNorm's affine weights and eps, then the batch
+# statistics, the pooled output and its winners it writes. Backward: the pooled gradient with
+# the forward pass's output and winners, BatchNorm's saved eps and statistics, and the
+# gradients of its weights it writes last.
+BN_AFFINE = (Arg("weight", F32, "c"), Arg("bias", F32, "c"), Arg("eps", F64, "1"))
+BN_POOLED = (Arg("mean", F64, "c", out=True), Arg("var", F64, "c", out=True),
+             Arg("out", F32, ROWS, out=True), Arg("code", U8, ROWS, out=True))  # fmt: skip
+POOLED_GRAD = (Arg("grad", F32, ROWS), Arg("out", F32, ROWS), Arg("code", U8, ROWS))
+BN_SAVED = (Arg("eps", F64, "1"), Arg("mean", F64, "c"), Arg("var", F64, "c"))
+BN_GRADS = (Arg("dweight", F32, "c", out=True), Arg("dbias", F32, "c", out=True))
+
+FORWARD = Signature("forward", Arg("x", F32, PLANES), *BN_AFFINE, *BN_POOLED)
 _FORWARD_SLOTS = FORWARD.slots  # a global int: a constant to Numba
 
 
 @task
 def forward_task(block):
     a = carray(block, (_FORWARD_SLOTS,))
-    n, c, hh, ww = a[1], a[2], a[3], a[4]
-    rows = (n * c, (hh // 2) * (ww // 2))
+    n, c, hh, ww, rows = opened(a)
     x = carray(f32(a[5]), (n * c, hh, ww))
     weight, bias = carray(f32(a[6]), (c,)), carray(f32(a[7]), (c,))
     eps = carray(f64(a[8]), (1,))[0]
@@ -348,15 +356,10 @@ BACKWARD = Signature(
     "backward",
     Arg("x", F32, PLANES),
     Arg("dx", F32, PLANES, out=True),
-    Arg("grad", F32, ROWS),
-    Arg("out", F32, ROWS),
-    Arg("code", U8, ROWS),
+    *POOLED_GRAD,
     Arg("weight", F32, "c"),
-    Arg("eps", F64, "1"),
-    Arg("mean", F64, "c"),
-    Arg("var", F64, "c"),
-    Arg("dweight", F32, "c", out=True),
-    Arg("dbias", F32, "c", out=True),
+    *BN_SAVED,
+    *BN_GRADS,
 )
 _BACKWARD_SLOTS = BACKWARD.slots
 
@@ -364,8 +367,7 @@ _BACKWARD_SLOTS = BACKWARD.slots
 @task
 def backward_task(block):
     a = carray(block, (_BACKWARD_SLOTS,))
-    n, c, hh, ww = a[1], a[2], a[3], a[4]
-    rows = (n * c, (hh // 2) * (ww // 2))
+    n, c, hh, ww, rows = opened(a)
     x, dx = carray(f32(a[5]), (n * c, hh, ww)), carray(f32(a[6]), (n * c, hh, ww))
     grad, out, code = carray(f32(a[7]), rows), carray(f32(a[8]), rows), carray(u8(a[9]), rows)
     weight = carray(f32(a[10]), (c,))
@@ -383,13 +385,8 @@ GRAY_FORWARD = Signature(
     "gray_forward",
     Arg("xp", F32, PADDED),
     Arg("conv_weight", F32, "c, 9"),
-    Arg("weight", F32, "c"),
-    Arg("bias", F32, "c"),
-    Arg("eps", F64, "1"),
-    Arg("mean", F64, "c", out=True),
-    Arg("var", F64, "c", out=True),
-    Arg("out", F32, ROWS, out=True),
-    Arg("code", U8, ROWS, out=True),
+    *BN_AFFINE,
+    *BN_POOLED,
     Arg("at_win", F32, ROWS, out=True),
     Arg("gram", F64, "c, 9, 9", out=True),
     Arg("tap", F64, "c, 9", out=True),
@@ -401,8 +398,7 @@ _GRAY_FORWARD_SLOTS = GRAY_FORWARD.slots
 @task
 def gray_forward_task(block):
     a = carray(block, (_GRAY_FORWARD_SLOTS,))
-    n, c, hh, ww = a[1], a[2], a[3], a[4]
-    rows = (n * c, (hh // 2) * (ww // 2))
+    n, c, hh, ww, rows = opened(a)
     xp = carray(f32(a[5]), (n, hh + 2, ww + 2))
     cw = carray(f32(a[6]), (c, 9))
     weight, bias = carray(f32(a[7]), (c,)), carray(f32(a[8]), (c,))
@@ -427,20 +423,15 @@ def gray_forward_task(block):
 GRAY_BACKWARD = Signature(
     "gray_backward",
     Arg("xp", F32, PADDED),
-    Arg("grad", F32, ROWS),
-    Arg("out", F32, ROWS),
-    Arg("code", U8, ROWS),
+    *POOLED_GRAD,
     Arg("at_win", F32, ROWS),
     Arg("conv_weight", F32, "c, 9"),
     Arg("weight", F32, "c"),
-    Arg("eps", F64, "1"),
-    Arg("mean", F64, "c"),
-    Arg("var", F64, "c"),
+    *BN_SAVED,
     Arg("gram", F64, "c, 9, 9"),
     Arg("tap", F64, "c, 9"),
     Arg("dconv_weight", F32, "c, 9", out=True),
-    Arg("dweight", F32, "c", out=True),
-    Arg("dbias", F32, "c", out=True),
+    *BN_GRADS,
 )
 _GRAY_BACKWARD_SLOTS = GRAY_BACKWARD.slots
 
@@ -448,10 +439,9 @@ _GRAY_BACKWARD_SLOTS = GRAY_BACKWARD.slots
 @task
 def gray_backward_task(block):
     a = carray(block, (_GRAY_BACKWARD_SLOTS,))
-    n, c, hh, ww = a[1], a[2], a[3], a[4]
-    rows = (n * c, (hh // 2) * (ww // 2))
-    xp = carray(f32(a[5]), (n, hh + 2, ww + 2))
+    n, c, hh, ww, rows = opened(a)
     grad, out = carray(f32(a[6]), rows), carray(f32(a[7]), rows)
+    xp = carray(f32(a[5]), (n, hh + 2, ww + 2))
     code, xw = carray(u8(a[8]), rows), carray(f32(a[9]), rows)
     cw, weight = carray(f32(a[10]), (c, 9)), carray(f32(a[11]), (c,))
     eps = carray(f64(a[12]), (1,))[0]
