@@ -23,10 +23,10 @@ layers train as one kernel: the conv's output (9.6 MB at batch 256, in memory-bo
 kernels) is never stored: each channel is computed from the 0.9 MB padded input into a
 buffer that stays in the core's cache, and the backward pass gets the conv's weight
 gradient from the pooled gradient alone (see ``fused.gray_backward_channel``). Forward and
-backward took 3.5-3.7 ms at batch 256 on 2 cores, against 12.4-13.7 ms for the plain layers.
+backward take about a quarter of the plain layers' time (figures: README, Benchmarks).
 
 ``GrayConv2d``: a conv on one input channel (the first layer on grayscale images), whose
-weight gradient oneDNN computes slowly (5-6 ms for cnn_bn's 22 M multiply-adds). It is one
+weight gradient oneDNN computes slowly for cnn_bn's 22 M multiply-adds. It is one
 matrix product: the output gradient, channels by (image, pixel), times the k x k shifted
 copies of the padded input.
 
@@ -191,8 +191,8 @@ class _GrayConvWeightGrad(torch.autograd.Function):
 
 def is_gray_conv(m: nn.Module) -> bool:
     """Whether ``m`` is a conv ``GrayConv2d`` speeds up: one input channel, stride 1, square
-    kernel and zero padding, no dilation or groups. (Stride 2, fast's first conv, trained 6%
-    slower with it: 16,800 images/s against 17,800 with oneDNN's gradient.)"""
+    kernel and zero padding, no dilation or groups. (With stride 2, fast's first conv, oneDNN's
+    own gradient trained faster: figures in README, Benchmarks.)"""
     if not isinstance(m, nn.Conv2d) or isinstance(m.padding, str):
         return False
     k, s, p = m.kernel_size, m.stride, m.padding
