@@ -130,7 +130,7 @@ def test_a_bad_grid_is_one_message(monkeypatch, tmp_path):
     at.text_input(key="sw_values_0").set_value("100|lots")
     at.run()
     assert not at.exception, at.exception
-    assert any("hidden: layer sizes look like 100, 50,50 or 3x75 (got 'lots')" in e.value
+    assert any("layer sizes look like 100, 50,50 or 3x75 (got 'lots')" in e.value
                for e in at.error)  # fmt: skip
 
 

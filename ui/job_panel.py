@@ -13,29 +13,29 @@ import streamlit as st
 from core.jobs import FINAL, REQUEUED
 from ui.charts import curves
 from ui.i18n import num, t
-from ui.state import jobs, store, user
+from ui.state import jobs, user
 
 
 def start(cfg, key: str = "job") -> None:
-    """Show a stored run at once, else queue a job for it; either id is kept in the URL.
+    """Queue a job for ``cfg`` unless it is stored (then it shows at once) or this visitor
+    already has one waiting or running for it (then that one shows); either id is kept in
+    the URL.
 
     A page reads ``st.session_state[key]`` (a job id) or ``[key + "_stored"]`` (a run id;
     "stored" for the Train page's "job") to know what to show.
     """
-    from core.runs import resolve
-
     stored = "stored" if key == "job" else f"{key}_stored"
-    _, run_id = resolve(cfg, store())
-    if store().meta(run_id) is not None:
+    asked = jobs().request([cfg], user())
+    run = None if asked.queued else jobs().states([cfg], user())[0]
+    if run is not None and run.meta is not None:
         st.session_state.pop(key, None)
         st.query_params.pop(key, None)
-        st.session_state[stored] = st.query_params[stored] = run_id
+        st.session_state[stored] = st.query_params[stored] = run.run_id
         return
-    job = jobs().submit(cfg, user())
-    st.session_state[key] = job.id
+    job = asked.queued[0] if asked.queued else run.job
+    st.session_state[key] = st.query_params[key] = job.id
     st.session_state.pop(stored, None)
     st.query_params.pop(stored, None)
-    st.query_params[key] = job.id
 
 
 def restart_note(snap: dict) -> None:

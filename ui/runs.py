@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from core import tasks
 from core.config import DataConfig
 from core.store import MAX_NAME
 from ui import text
@@ -102,7 +103,7 @@ def pick_run(label_text: str, key: str, task: str = "classify", help: str | None
         st.info(t(empty))
         return None
     by_id = {m["run_id"]: m for m in runs}
-    shared = task == "classify"
+    shared = isinstance(tasks.named(task), tasks.Classify)
     if shared:
         _follow(key, default_run(runs))
     elif st.session_state.get(key) not in by_id:
@@ -144,17 +145,9 @@ def data_of(meta: dict):
 def test_probs(run_id: str) -> np.ndarray:
     """Class probabilities (N, C) of the run's model on its test set: as saved when it was
     trained, or computed now (and saved) for a run from before."""
-    from core.embed import write_array
-    from core.runs import stored_test_probs, test_probs_path
-    from core.train import predict_proba
+    from core import runs
 
-    meta = store().meta(run_id)
-    if meta is None:
-        raise KeyError(run_id)
-    n, classes = meta["dataset"]["sizes"]["test"], len(meta["classes"])
-    if (probs := stored_test_probs(store(), run_id, n, classes)) is not None:
+    if (probs := store().test_probs(run_id)) is not None:
         return probs
     net, meta = model(run_id)
-    probs = predict_proba(net, data_of(meta).x_test)
-    write_array(test_probs_path(store(), run_id), probs)
-    return probs
+    return runs.test_probs(store(), run_id, net, data_of(meta))

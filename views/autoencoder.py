@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import UserError, embed, seed001
+from core import UserError, embed, seed001, tasks
 from core.config import DataConfig, from_dict
-from core.runs import resolve
 from ui.charts import class_map, confusion, curves, mode_curves, paper_chart
 from ui.i18n import class_name, decimal_slider, num, paper_source, rate, styled, t
 from ui.job_panel import show_job, start
@@ -37,12 +36,11 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def stored_pairs(run_id: str) -> np.ndarray:
-    from core.train import reconstruct, to_uint8
-    from core.worker import PREVIEW
-
+    """A stored run's preview: what its jobs showed after each epoch, by its final model."""
     net, meta = model(run_id)
-    originals = dataset(from_dict(meta["config"]).data).x_test[:PREVIEW]
-    return pairs(originals, to_uint8(reconstruct(net, originals)))
+    task = tasks.of(meta["model"])
+    shown = task.preview(net, task.preview_images(from_dict(meta["config"]).data), 0)
+    return pairs(shown["originals"], shown["reconstructions"])
 
 
 # -- 1. train one autoencoder ---------------------------------------------------------------
@@ -156,10 +154,9 @@ def sweep_section() -> None:
                                  help=t("ae_epochs_help")))  # fmt: skip
     configs = sweep_configs(epochs)
     if st.button(t("ae_run_sweep", n=len(configs)), key="ae_sweep"):
-        todo = [cfg for cfg in configs.values() if store().meta(resolve(cfg, store())[1]) is None]
         try:
-            jobs().submit_many(todo, user())
-            st.toast(t("ae_submitted", n=len(todo)))
+            asked = jobs().request(list(configs.values()), user())
+            st.toast(t("ae_submitted", n=len(asked.queued)))
         except UserError as e:
             st.error(str(e))
     sweep_results(epochs)
@@ -175,8 +172,8 @@ def sweep_results(epochs: int) -> None:
 
 
 def _sweep_pending(epochs: int) -> bool:
-    ids = {resolve(cfg, store())[1] for cfg in sweep_configs(epochs).values()}
-    return any(resolve(j.cfg, store())[1] in ids for j in jobs().jobs(user()) if not j.is_final)
+    runs = jobs().states(list(sweep_configs(epochs).values()), user())
+    return any(run.job is not None and not run.job.is_final for run in runs)
 
 
 @st.fragment(run_every=3)
@@ -192,7 +189,7 @@ def other_epochs(epochs: int) -> list[int]:
     counts = {len(m["history"]["epoch"]) for m in stored_runs("reconstruct")}
     found = []
     for count in sorted(counts - {epochs}):
-        ids = {resolve(cfg, store())[1] for cfg in sweep_configs(count).values()}
+        ids = {run.run_id for run in jobs().states(list(sweep_configs(count).values()), user())}
         if any(m["run_id"] in ids for m in stored_runs("reconstruct")):
             found.append(count)
     return found
@@ -200,14 +197,12 @@ def other_epochs(epochs: int) -> list[int]:
 
 def draw_sweep(epochs: int) -> None:
     configs = sweep_configs(epochs)
-    mine = {resolve(j.cfg, store())[1]: j for j in jobs().jobs(user()) if not j.is_final}
     ours, state = {}, {}
-    for key, cfg in configs.items():
-        run_id = resolve(cfg, store())[1]
-        meta = store().meta(run_id)
-        ours[key] = meta["test"]["mse"] if meta else None
-        waiting = t("tr_state_" + mine[run_id].state) if run_id in mine else None
-        state[key] = t("ae_done") if meta else waiting or t("ae_not_trained")
+    for key, run in zip(configs, jobs().states(list(configs.values()), user()), strict=True):
+        live = run.job is not None and not run.job.is_final
+        ours[key] = run.meta["test"]["mse"] if run.meta else None
+        waiting = t("tr_state_" + run.job.state) if live else None
+        state[key] = t("ae_done") if run.meta else waiting or t("ae_not_trained")
     filled = sum(v is not None for v in ours.values())
     st.caption(t("ae_cells_from", epochs=epochs, filled=filled, total=len(ours)))
     if others := other_epochs(epochs):
@@ -260,7 +255,7 @@ def table_chart(table: str, paper: dict, ours: dict):
 
 
 def classifier_runs() -> list[dict]:
-    return [m for m in stored_runs("classify") if m["model"] == "ae_classifier"]
+    return [m for m in stored_runs("classify") if m["model"] == seed001.CLASSIFIER]
 
 
 def classifier_section(runs: dict) -> None:
@@ -277,9 +272,8 @@ def classifier_section(runs: dict) -> None:
         data = DataConfig(**runs[encoder]["config"]["data"])
         try:
             cfgs = [seed001.classifier(encoder, mode, epochs, data) for mode in MODES]
-            todo = [cfg for cfg in cfgs if store().meta(resolve(cfg, store())[1]) is None]
-            jobs().submit_many(todo, user())
-            st.toast(t("ae_submitted", n=len(todo)))
+            asked = jobs().request(cfgs, user())
+            st.toast(t("ae_submitted", n=len(asked.queued)))
         except UserError as e:
             st.error(str(e))
     comparison(encoder, runs)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import UserError, sweep
+from core import UserError, schema, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.runs import resolve
 from ui.charts import error_bars, parallel, variant_curves
 from ui.i18n import num, rate, styled, t
 from ui.state import dataset as load_dataset
-from ui.state import jobs, store, user
+from ui.state import jobs, user
 from ui.text import DASH, table
 
 SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
@@ -64,38 +63,31 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
 
 def submit(variants: list[sweep.Variant]) -> None:
     """Queue every variant that is neither stored nor already queued by this visitor."""
-    pending = {resolve(j.cfg, store())[1] for j in jobs().jobs(user()) if not j.is_final}
-    todo = []
-    for v in variants:
-        run_id = resolve(v.cfg, store())[1]
-        if store().meta(run_id) is None and run_id not in pending:
-            todo.append(v.cfg)
-    try:  # one submission: it counts once against the visitor's cap
-        jobs().submit_many(todo, user(), map_after=False)  # eleven maps would delay the runs
+    # One submission: it counts once against the visitor's cap. No maps: eleven would delay
+    # the runs.
+    try:
+        asked = jobs().request([v.cfg for v in variants], user(), map_after=False)
     except UserError as e:
         st.error(str(e))
         return
-    st.toast(t("ex_submitted", n=len(todo), stored=len(variants) - len(todo)))
+    queued = len(asked.queued)
+    st.toast(t("ex_submitted", n=queued, stored=len(variants) - queued))
 
 
 def collect(variants: list[sweep.Variant]) -> list[dict]:
     """Each variant's state: stored (with its test metrics), this visitor's job for it (live
     history; diverged with its epoch), or not run."""
-    mine: dict[str, object] = {}
-    for job in sorted(jobs().jobs(user()), key=lambda j: j.created):  # the latest wins
-        mine[resolve(job.cfg, store())[1]] = job
     rows = []
-    for v in variants:
-        run_id = resolve(v.cfg, store())[1]
-        row = {"variant": v, "run_id": run_id, "history": {}, "test": None, "epoch": None}
-        if (meta := store().meta(run_id)) is not None:
+    for v, run in zip(variants, jobs().states([v.cfg for v in variants], user()), strict=True):
+        row = {"variant": v, "run_id": run.run_id, "history": {}, "test": None, "epoch": None}
+        if (meta := run.meta) is not None:
             row |= {"state": "done", "history": meta["history"], "test": meta["test"],
                     "seconds": meta["wall_seconds"]}  # fmt: skip
-        elif (job := mine.get(run_id)) is not None:
-            snap = job.snapshot()
+        elif run.job is not None:
+            snap = run.job.snapshot()
             row |= {"state": snap["state"], "history": snap["history"],
                     "epoch": snap["progress"].get("diverged_epoch", snap["progress"].get("epoch")),
-                    "message": snap["message"], "job": job.id}  # fmt: skip
+                    "message": snap["message"], "job": run.job.id}  # fmt: skip
         else:
             row["state"] = "none"
         rows.append(row)
@@ -122,7 +114,7 @@ def summary_table(rows: list[dict], label) -> None:
         test = r["test"] or {}
         record = {t("ex_variant"): name_of(r, label)}
         for p in params:
-            record[field_label(p)] = sweep.show(r["variant"].params.get(p, ""))
+            record[field_label(p)] = schema.show(r["variant"].params.get(p, ""))
         record |= {
             t("ex_state"): state_text(r),
             t("ex_top1"): 1 - test["accuracy"] if "accuracy" in test else None,
@@ -173,7 +165,7 @@ def _axis(values: list) -> list:
     optimizers) as the sweep writes them."""
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return values
-    return [sweep.show(v) for v in values]
+    return [schema.show(v) for v in values]
 
 
 PENDING = ("queued", "waiting", "running")
