@@ -165,7 +165,7 @@ def test_the_check_finds_english_where_there_is_some():
     def found(text: str) -> set[str]:
         return {k for k, e in english.items() if _pattern(e).search(text)}
 
-    assert "tr_epochs" in found("Epochs")
+    assert "cfg_epochs" in found("Epochs")
     assert not found("Comenzar") and not found("Épocas · Ejemplos de cada clase")
     progress = "epoch 2/5 · 1,234 images/s · about 9 s left · loss 0.300"
     assert _pattern(english["tr_progress"]).search(progress)

@@ -196,7 +196,7 @@ def test_decimal_sliders_write_the_languages_decimal_mark(server, lang, shown):
     """Streamlit's own slider wrote 0.40 on the Spanish page; ours write 0,40."""
     at = page(lang=lang)
     dropout = next(s for s in at.select_slider if s.label == "Dropout")
-    smoothing = next(s for s in at.select_slider if s.key.endswith("ls"))
+    smoothing = next(s for s in at.select_slider if s.key.endswith("label_smoothing"))
     assert shown in dropout.options and dropout.value == 0.4
     other = "." if lang == "es" else ","
     assert not [o for o in [*dropout.options, *smoothing.options] if other in o]

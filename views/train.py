@@ -8,30 +8,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import UserError, models, presets, recipes
-from core.config import (
-    MAX_EPOCHS,
-    MAX_PATIENCE,
-    MAX_SEED,
-    TUNE_MODES,
-    ModelConfig,
-    RunConfig,
-    from_dict,
-    parse_sizes,
-)
+from core import UserError, models, presets, recipes, schema
+from core.config import ModelConfig, RunConfig, from_dict
 from core.data import BUILTIN
 from core.data import uploads as photo_sets
+from core.schema import FIELDS
 from ui.charts import counts, curves
-from ui.i18n import decimal_slider, num, pct, preset_summary, rate, renamed_folders, t
+from ui.i18n import num, pct, preset_summary, renamed_folders, t
 from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, store, user
 from ui.text import plain
+from ui.widgets import field_widget
 
-BATCH_SIZES = [16, 32, 64, 128, 256, 512, 1024]
-# 10 is far enough to watch a run diverge (the help says so); beyond it nothing new is seen.
-LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 4e-3, 1e-2, 3e-2, 1e-1, 1.0, 10.0]
-PENALTIES = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]  # L1 / L2 weights offered (0: off)
 CUSTOM = "—"
 PRESET, BASE, FORM = "tr_preset", "tr_base", "tr_form"  # session keys of the form's state
 
@@ -79,6 +68,15 @@ def _model_picked(key: str) -> None:
     _reset(base)
 
 
+# The schema's fields the form shows, per column, after the model and dataset pickers (c1)
+# and before the model's own options (c3); the ends its sliders stop at, when not the schema's.
+COLUMNS = (("epochs", "batch_size", "lr"),
+           ("optimizer", "schedule", "early_stopping", "seed", "label_smoothing"),
+           ("l1", "l2", "jitter", "hflip", "oversample"))  # fmt: skip
+MODEL_OPTIONS = ("dropout", "hidden", "tune", "resolution")  # those the form offers, in order
+HIGH = {"label_smoothing": 0.3, "dropout": 0.9}
+
+
 def options_ui() -> RunConfig:
     """Every trainer option, each with a 'what this does' help; returns the RunConfig."""
     names = [CUSTOM, *presets.PRESETS]
@@ -101,87 +99,34 @@ def options_ui() -> RunConfig:
             st.session_state["tr_kind"] = k
             if st.session_state.get(PRESET, CUSTOM) == CUSTOM:  # photos get their shift
                 base = st.session_state[BASE] = recipes.with_recipe(base, name, dataset)
-        epochs = st.number_input(t("tr_epochs"), 1, MAX_EPOCHS, base.train.epochs,
-                                 help=t("tr_help_epochs"), key=k + "epochs")  # fmt: skip
-        batch = st.select_slider(t("tr_batch"), _with(BATCH_SIZES, base.train.batch_size),
-                                 base.train.batch_size,
-                                 help=t("tr_help_batch"), key=k + "batch")  # fmt: skip
-        rates = _with(LEARNING_RATES, base.train.lr)
-        lr = st.select_slider(t("tr_lr"), rates, base.train.lr, format_func=spoken(rates).get,
-                              help=t("tr_help_lr"), key=k + "lr")  # fmt: skip
-    with c2:
-        optimizer = st.selectbox(t("tr_optimizer"), ["adamw", "adam", "sgd"],
-                                 index=["adamw", "adam", "sgd"].index(base.train.optimizer),
-                                 help=t("tr_help_optimizer"), key=k + "opt")  # fmt: skip
-        schedules = ["onecycle", "constant", "step", "cosine", "plateau"]
-        labels = {s: t(f"tr_sched_{s}") for s in schedules}  # built in the run, not lazily
-        schedule = st.selectbox(t("tr_schedule"), schedules,
-                                index=schedules.index(base.train.schedule),
-                                format_func=labels.get, help=t("tr_help_schedule"),
-                                key=k + "sched")  # fmt: skip
-        early = st.number_input(t("tr_early"), 0, MAX_PATIENCE, base.train.early_stopping,
-                                help=t("tr_help_early"), key=k + "early")  # fmt: skip
-        seed = st.number_input(t("tr_seed"), 0, MAX_SEED, base.train.seed,
-                               help=t("tr_help_seed"), key=k + "seed")  # fmt: skip
-        smoothing = decimal_slider(st, t("tr_smoothing"), 0.0, 0.3, base.train.label_smoothing,
-                                   help=t("tr_help_smoothing"), key=k + "ls")  # fmt: skip
-    with c3:
-        model_options = model_options_ui(name, base.model, k)
-        l1s, l2s = _with(PENALTIES, base.train.l1), _with(PENALTIES, base.train.l2)
-        l1 = st.select_slider(t("tr_l1"), l1s, base.train.l1, format_func=spoken(l1s).get,
-                              help=t("tr_help_l1"), key=k + "l1")  # fmt: skip
-        l2 = st.select_slider(t("tr_l2"), l2s, base.train.l2, format_func=spoken(l2s).get,
-                              help=t("tr_help_l2"), key=k + "l2")  # fmt: skip
-        most = max(32 if photos else 4, base.train.jitter)
-        jitter = st.slider(t("tr_jitter"), 0, most, base.train.jitter,
-                           help=t("tr_help_jitter"), key=k + "jitter")  # fmt: skip
-        hflip = st.checkbox(t("tr_hflip"), base.train.hflip, help=t("tr_help_hflip"),
-                            key=k + "hflip")  # fmt: skip
-        oversample = st.checkbox(t("tr_oversample"), base.train.oversample,
-                                 help=t("tr_help_oversample"), key=k + "over")  # fmt: skip
+    high = HIGH | {"jitter": 32 if photos else 4}
+    train = {}
+    for column, fields in zip((c1, c2, c3), COLUMNS, strict=True):
+        with column:
+            model_options = model_options_ui(name, base.model, k) if column is c3 else {}
+            for f in map(FIELDS.get, fields):
+                value = getattr(base.train, f.name)
+                train[f.name] = field_widget(f, value, k + f.name, high.get(f.name),
+                                             slider=f.name == "jitter")  # fmt: skip
     # Only the fields the form shows change: a loaded run keeps the rest (momentum, ...).
-    cfg = replace(
-        base,
-        data=replace(base.data, dataset=dataset),
-        model=replace(base.model, name=name, **model_options),
-        train=replace(
-            base.train, epochs=int(epochs), batch_size=batch, lr=lr, optimizer=optimizer,
-            schedule=schedule, early_stopping=int(early), seed=int(seed),
-            label_smoothing=smoothing, l1=l1, l2=l2, jitter=jitter, hflip=hflip,
-            oversample=oversample,
-        ),
-    )  # fmt: skip
+    cfg = replace(base, data=replace(base.data, dataset=dataset),
+                  model=replace(base.model, name=name, **model_options),
+                  train=replace(base.train, **train))  # fmt: skip
     return recipes.sized_for(cfg)
 
 
 def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
-    """The options the picked model reads (dropout; hidden sizes; a backbone's mode and
-    resolution), as ModelConfig fields, starting from ``model``'s (else the registry's)."""
+    """The options the picked model reads that the form offers (dropout; hidden sizes; a
+    backbone's mode and resolution), as ModelConfig fields, starting from ``model``'s (else
+    the registry's)."""
     defaults = models.get(name).defaults
-    start = {f: getattr(model, f) if getattr(model, f, None) is not None else v
-             for f, v in defaults.items()}  # fmt: skip
-    options: dict = {}
-    if "dropout" in defaults:
-        options["dropout"] = decimal_slider(st, t("tr_dropout"), 0.0, 0.9, float(start["dropout"]),
-                                            help=t("tr_help_dropout"), key=k + "drop")  # fmt: skip
-    if "hidden" in defaults:
-        hidden = st.text_input(t("tr_hidden"), ",".join(map(str, start["hidden"] or ())),
-                               help=t("tr_help_hidden"), key=k + "hidden")  # fmt: skip
-        try:
-            options["hidden"] = parse_sizes(hidden) if hidden.strip() else None
-        except UserError:
-            raise UserError(t("tr_bad_hidden")) from None
-    if "tune" in defaults:
-        labels = {m: t(f"tr_tune_{m}") for m in TUNE_MODES}
-        options["tune"] = st.selectbox(t("tr_tune"), TUNE_MODES, format_func=labels.get,
-                                       index=TUNE_MODES.index(start["tune"]),
-                                       help=t("tr_help_tune"), key=k + "tune")  # fmt: skip
-        auto = t("tr_auto")
-        sides = [auto, 96, 128, 160, 192, 224, 256, 288, 320]
-        side = st.selectbox(t("tr_resolution"), sides, help=t("tr_help_resolution"),
-                            index=sides.index(model.resolution) if model.resolution in sides else 0,
-                            key=k + "res")  # fmt: skip
-        options["resolution"] = None if side == auto else int(side)
+    own = {f.name for f in schema.model_fields(name)}
+    options = {}
+    for f in (FIELDS[n] for n in MODEL_OPTIONS if n in own):
+        start = getattr(model, f.name)
+        if start is None and f.name != "resolution":  # resolution: None is "automatic"
+            start = defaults[f.name]
+        options[f.name] = field_widget(f, start, k + f.name, HIGH.get(f.name))
     # A model default stays unset, as the command line leaves it: one run key for both.
     return {f: None if v == defaults.get(f) else v for f, v in options.items()}
 
@@ -251,17 +196,6 @@ def balance_view(path: str) -> None:
 
 def _preset_label(name: str) -> str:
     return t("tr_custom") if name == CUSTOM else f"{name} — {preset_summary(name)}"
-
-
-def spoken(values: list[float]) -> dict[float, str]:
-    """How the sliders write each rate, made now (Streamlit may format options outside
-    the run, where the session's language is unknown): 0 is "off"."""
-    return {v: rate(v) if v else t("tr_off") for v in values}
-
-
-def _with(values: list, value) -> list:
-    """The choices ``values`` and ``value`` (a loaded run's may be none of them), in order."""
-    return sorted({*values, value})
 
 
 def stored_run() -> str | None:
