@@ -42,7 +42,12 @@ class Variant:
 def parse_value(name: str, text: str):
     """The value ``text`` stands for in config field ``name`` ("lr", "train.seed", "model"
     for the family), read as the command line reads it (UserError when it cannot)."""
-    return schema.field(name).parse(text)
+    f = schema.field(name)
+    try:
+        return f.parse(text)
+    except UserError as e:  # say which field, once: "hidden: layer sizes look like ..."
+        said = str(e)
+        raise UserError(said if said.startswith(f.words) else f"{name}: {said}") from None
 
 
 def set_field(cfg: RunConfig, name: str, value) -> RunConfig:

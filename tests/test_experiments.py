@@ -118,7 +118,7 @@ def test_seed_002s_sweep_from_the_preset_button(monkeypatch, tmp_path):
         at.run()
         assert not at.exception, at.exception
         table = at.dataframe[-1].value
-        assert sorted(table["capas ocultas"]) == ["100", "50,50", "75,75,75"]  # in Spanish
+        assert sorted(table["Capas densas ocultas"]) == ["100", "50,50", "75,75,75"]  # in Spanish
         assert (table["estado"] == "terminado").all() or table["exactitud"].notna().all()
         assert "parcoords" in plotly_types(at)
     finally:

@@ -11,10 +11,11 @@ import streamlit as st
 from core import UserError, schema, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ui.charts import error_bars, parallel, variant_curves
-from ui.i18n import num, rate, styled, t
+from ui.i18n import lang, num, styled, t
 from ui.state import dataset as load_dataset
 from ui.state import jobs, user
-from ui.text import DASH, table
+from ui.text import DASH
+from ui.widgets import field_widget
 
 SWEEP_MODELS = ("cnn_small", "mlp", "cnn_bn", "cnn_stages", "fast")
 SWEEP_FIELDS = ("hidden", "lr", "dropout", "batch_size", "epochs", "optimizer", "schedule",
@@ -25,9 +26,8 @@ SEED002 = {"model": "cnn_small", "rows": [("hidden", "100|50,50|3x75")], "epochs
 
 
 def field_label(name: str) -> str:
-    """A setting's name as the page's language says it (the grid's own key otherwise)."""
-    key = f"ex_field_{name}"
-    return t(key) if key in table() else name
+    """A setting's name as the page's language says it (core.schema's label)."""
+    return schema.field(name).label(lang())
 
 
 def image_choices(dataset: str) -> tuple[str, ...]:
@@ -50,11 +50,10 @@ def settings(prefix: str, epochs: int) -> tuple[DataConfig, TrainConfig]:
     limit = c[2].selectbox(t("ex_images"), choices, key=f"{prefix}_limit",
                            help=t("ex_images_help"))  # fmt: skip
     st.session_state.setdefault(f"{prefix}_epochs", epochs)  # a preset button may set it
-    epochs = c[3].number_input(t("ex_epochs"), 1, 50, key=f"{prefix}_epochs")
-    rates = [1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0]
-    lr = c[4].select_slider(t("ex_lr"), rates, 2e-3, key=f"{prefix}_lr",
-                            format_func={v: rate(v) for v in rates}.get,
-                            help=t("ex_lr_help"))  # fmt: skip
+    f = schema.FIELDS["epochs"]  # the session state holds its value: no value= here
+    epochs = c[3].number_input(f.label(lang()), 1, 50, key=f"{prefix}_epochs",
+                               help=f.help(lang()))  # fmt: skip
+    lr = field_widget(schema.FIELDS["lr"], TrainConfig.lr, key=f"{prefix}_lr", where=c[4])
     image_size = None if size == 28 else size
     limit = int("".join(c for c in limit if c.isdigit())) if limit != t("ex_all") else None
     return (DataConfig(data, train_limit=limit, image_size=image_size),
@@ -120,7 +119,7 @@ def summary_table(rows: list[dict], label) -> None:
             t("ex_top1"): 1 - test["accuracy"] if "accuracy" in test else None,
             t("ex_top5"): 1 - test["top5_accuracy"] if "top5_accuracy" in test else None,
             t("ex_accuracy"): test.get("accuracy"),
-            t("ex_epochs"): len(r["history"].get("epoch", [])) or None,
+            field_label("epochs"): len(r["history"].get("epoch", [])) or None,
         }
         records.append(record)
     st.dataframe(styled(pd.DataFrame(records)), hide_index=True, placeholder=DASH, width="stretch",
