@@ -84,10 +84,9 @@ def _live_every() -> float:
 
 
 # Seconds between new drawings of a running job's curves. A new Plotly figure is most of
-# what a live page costs the browser: in bench/inapp.py --browser (cnn_bn, 2 epochs) the
-# browser took 1.6 s of CPU over an 8 s run with a new chart every second, 1.0-1.3 s with one
-# every 3 s and 0.6-0.8 s with none, on the two cores the trainer uses when the teacher's
-# browser runs beside the server. The same figure sent again costs it next to nothing.
+# what a live page costs the browser, on the two cores the trainer uses when the teacher's
+# browser runs beside the server; the same figure sent again costs it next to nothing
+# (bench/inapp.py --browser; figures: README, Benchmarks).
 CHART_EVERY = 3.0
 
 

@@ -9,7 +9,7 @@ The atlas is built once per dataset (and kept in the store) and shown by a hidde
 ``st.image``: the browser fetches it over HTTP beside the page and keeps it while its
 address is unchanged.
 Sent inside the component's data instead, its 2.5 MB of base64 went through the websocket
-and made opening the Embeddings page 0.3-0.5 s slower each time.
+and made opening the Embeddings page slower each time (figures: README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SHOWN = 96  # CSS pixels: the thumbnail's side on screen
 # Plotly config for the maps: WebGL canvases at the screen's own resolution on ordinary (1x)
 # screens and projectors; plotly's default (2) draws four times the pixels. Where the
 # browser has no GPU and renders WebGL in software, that made opening or leaving the
-# Embeddings page take 1.5 s instead of 0.6 s.
+# Embeddings page more than twice as slow (figures: README, Benchmarks).
 MAP_CONFIG = {"displaylogo": False, "plotGlPixelRatio": 1}
 
 # Streamlit calls the default export at mount and again whenever the data changes (another
@@ -172,7 +172,7 @@ def atlas_png(images: np.ndarray) -> tuple[bytes, int]:
 def _atlas(identity: str, shape: tuple, _images: np.ndarray) -> tuple[bytes, int]:
     """``atlas_png`` once per dataset (``identity``) and image ``shape`` (one source can be
     loaded at several sizes): kept in the store's embeddings folder, so a restarted server
-    reads it (a few ms) instead of encoding it again (0.4-0.7 s)."""
+    reads it instead of encoding it again (figures: README, Benchmarks)."""
     from core.embed import cache_dir
     from core.store import atomic_write
 
