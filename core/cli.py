@@ -86,7 +86,9 @@ def _flag_help(f) -> str:
     about = f.help("en")
     if f.families is not None:
         about = f"{', '.join(f.families)}: {about}"
-    if f.kind in ("int", "float") and f.low is not None:
+    if f.kind == "int":
+        about += f" [{int(f.low):,} to {int(f.high):,}{f.unit}]"
+    elif f.kind == "float":
         about += f" [{f.low:g} to {f.high:g}{f.unit}]"
     return about.replace("%", "%%")  # argparse formats help with %
 

@@ -102,6 +102,27 @@ def test_start_is_disabled_as_soon_as_the_run_is_queued(server):
     assert next(b for b in at.button if b.label == "Start").disabled
 
 
+def test_a_bad_hidden_size_says_so_under_its_box_and_keeps_the_rest_of_the_form(server):
+    """Every widget after it is still drawn and keeps its value; Start waits for a fix."""
+    at = page()
+    widget(at, "selectbox", "Model").set_value("mlp")
+    at.run()
+    widget(at, "checkbox", "Random horizontal flip").check()
+    widget(at, "text_input", "Hidden dense layers").input("abc")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [
+        "Hidden layers are 1 to 8 whole numbers separated "
+        "by commas, e.g. 50,50 or 3x75 (three layers of 75)."
+    ]
+    assert widget(at, "checkbox", "Random horizontal flip").value is True
+    assert next(b for b in at.button if b.label == "Start").disabled
+    widget(at, "text_input", "Hidden dense layers").input("100")
+    at.run()
+    assert not at.error and widget(at, "checkbox", "Random horizontal flip").value is True
+    assert not next(b for b in at.button if b.label == "Start").disabled
+
+
 def test_the_form_offers_sensible_ranges(server):
     at = page()
     lr = widget(at, "select_slider", "Learning rate")

@@ -10,6 +10,8 @@ from core import UserError
 from core.schema import Field, parse_sizes
 from ui.i18n import decimal_slider, lang, rate, t
 
+BAD = object()  # what field_widget returns for text it cannot read (it said why, beneath)
+
 
 def spoken(values: list[float]) -> dict[float, str]:
     """How a slider of rates writes each one, made now (Streamlit may format options outside
@@ -20,7 +22,8 @@ def spoken(values: list[float]) -> dict[float, str]:
 def field_widget(f: Field, value, key: str, high: float | None = None, slider: bool = False,
                  where=st):  # fmt: skip
     """``f``'s widget in ``where``, opened on ``value`` (offered even when it is none of the
-    usual steps); returns the value picked.
+    usual steps); returns the value picked, or ``BAD`` for text it cannot read (the reason
+    is shown under the widget, and the widgets after it keep their values).
 
     The kind decides the widget: a bool is a checkbox; a choice a selectbox (the choices
     named in the page's language); layer sizes a text box ("50,50", "3x75"; empty: the
@@ -41,8 +44,9 @@ def field_widget(f: Field, value, key: str, high: float | None = None, slider: b
         text = where.text_input(label, ",".join(map(str, value or ())), help=help_text, key=key)
         try:
             return parse_sizes(text, f.words) if text.strip() else None
-        except UserError:
-            raise UserError(t(f"tr_bad_{f.name}")) from None
+        except UserError:  # said under the box; the widgets after it are still drawn
+            where.error(t(f"tr_bad_{f.name}"))
+            return BAD
     if f.steps and f.optional:
         auto = t("tr_auto")
         options = [auto, *f.steps]

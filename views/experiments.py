@@ -127,7 +127,11 @@ def summary_table(rows: list[dict], label) -> None:
 
 
 def name_of(row: dict, label) -> str:
-    return label(row["variant"]) if label else row["variant"].name
+    """A variant as the page's language names it: ``label``'s words (an ablation), or its
+    grid values with the settings' names ("Capas densas ocultas=50,50")."""
+    if label:
+        return label(row["variant"])
+    return " ".join(f"{field_label(k)}={schema.show(v)}" for k, v in row["variant"].params.items())
 
 
 PANELS = (

@@ -19,7 +19,7 @@ from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
 from ui.state import LOAD, jobs, store, user
 from ui.text import plain
-from ui.widgets import field_widget
+from ui.widgets import BAD, field_widget
 
 CUSTOM = "—"
 PRESET, BASE, FORM = "tr_preset", "tr_base", "tr_form"  # session keys of the form's state
@@ -77,8 +77,9 @@ MODEL_OPTIONS = ("dropout", "hidden", "tune", "resolution")  # those the form of
 HIGH = {"label_smoothing": 0.3, "dropout": 0.9}
 
 
-def options_ui() -> RunConfig:
-    """Every trainer option, each with a 'what this does' help; returns the RunConfig."""
+def options_ui() -> RunConfig | None:
+    """Every trainer option, each with a 'what this does' help; returns the RunConfig (None
+    while a field holds text it cannot read: that field says why)."""
     names = [CUSTOM, *presets.PRESETS]
     labels = {n: _preset_label(n) for n in names}
     st.selectbox(t("tr_start_from"), names, format_func=labels.get, key=PRESET,
@@ -108,6 +109,8 @@ def options_ui() -> RunConfig:
                 value = getattr(base.train, f.name)
                 train[f.name] = field_widget(f, value, k + f.name, high.get(f.name),
                                              slider=f.name == "jitter")  # fmt: skip
+    if BAD in (*model_options.values(), *train.values()):
+        return None  # a field said what is wrong, under itself; Start waits for a fix
     # Only the fields the form shows change: a loaded run keeps the rest (momentum, ...).
     cfg = replace(base, data=replace(base.data, dataset=dataset),
                   model=replace(base.model, name=name, **model_options),
