@@ -271,12 +271,6 @@ def pixels_source(data_identity: str) -> str:
     return f"pixels-{data_identity[:16]}"
 
 
-def cache_dir(root: str | Path | None = None) -> Path:
-    from core.store import Store
-
-    return Store(root).derived
-
-
 def load_cached(key: CacheKey, root: str | Path | None = None) -> np.ndarray | None:
     """The cached (n, 2) projection, or None when absent or not a clean float array."""
     from core.store import Store
@@ -306,11 +300,13 @@ def cached_projection(
     """
     from filelock import FileLock, Timeout
 
+    from core.store import Store
+
     if (hit := load_cached(key, root)) is not None:
         return hit
-    folder = cache_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / f".{key.filename()}.lock")
+    store = Store(root)
+    store.derived.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(store.derived_lock(key.filename()))
     try:
         lock.acquire(timeout=0)
     except Timeout:

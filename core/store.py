@@ -244,6 +244,10 @@ class Store:
             raise ValueError(f"not a derived file name: {name!r}")
         return self.derived / name
 
+    def derived_lock(self, name: str) -> Path:
+        """The lock file of derived file ``name``: held by the one process making it."""
+        return self.derived_path(name).with_name(f".{name}.lock")
+
     def run_file(self, run_id: str, what: str) -> Path:
         """Where data derived from run ``run_id`` is kept (``what``: e.g. "test-probs.npy")."""
         self.path(run_id)  # a run id, or ValueError

@@ -173,17 +173,16 @@ def _atlas(identity: str, shape: tuple, _images: np.ndarray) -> tuple[bytes, int
     """``atlas_png`` once per dataset (``identity``) and image ``shape`` (one source can be
     loaded at several sizes): kept in the store's embeddings folder, so a restarted server
     reads it instead of encoding it again (figures: README, Benchmarks)."""
-    from core.embed import cache_dir
     from core.store import atomic_write
 
     n, _, height, width = shape
     side = thumb_side(n, max(height, width))
     name = hashlib.sha256(f"{identity}:{shape}:{side}".encode()).hexdigest()[:16]
-    path = cache_dir(store().root) / f"atlas-{name}.png"
+    path = store().derived_path(f"atlas-{name}.png")
     try:
         png = path.read_bytes()
         kept = Image.open(io.BytesIO(png))
-        kept.load()  # decoded in full: a damaged file fails here (about 0.05 s)
+        kept.load()  # decoded in full: a damaged file fails here
         if kept.size == (COLUMNS * side, math.ceil(n / COLUMNS) * side):
             return png, side
     except (OSError, ValueError, SyntaxError):  # missing or damaged: build it again
