@@ -1,4 +1,5 @@
-"""The command line: ``python -m core models | presets | train | bench``.
+"""The command line: ``python -m core models | presets | train | ablate | sweep | store |
+bench``.
 
 Bad input ends in one clear line on stderr and exit status 2, never a traceback.
 """
@@ -53,6 +54,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random", type=int, metavar="N", help="train N random combinations only")
     s.add_argument("--random-seed", type=int, default=0, help="which N combinations")
     runner_flags(s)
+
+    keep = sub.add_parser("store", help="list, delete and prune the stored runs")
+    actions = keep.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every stored run: model, data, score, size, age")
+    delete = actions.add_parser("delete", help="delete runs and what was derived from them")
+    delete.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run ids (python -m core store list)"
+    )
+    prune = actions.add_parser("prune", help="delete the runs today's code cannot rebuild "
+                               "(trained under other versions) and damaged ones")  # fmt: skip
+    for action in (listing, delete, prune):
+        action.add_argument("--store", help="model store folder (default: the user cache)")
+        action.add_argument("--json", action="store_true", dest="as_json",
+                            help="print JSON (for scripts) instead of lines")  # fmt: skip
 
     b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -283,6 +298,88 @@ def _write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=1))
 
 
+def cmd_store(args) -> int:
+    """``store list | delete RUN... | prune``: one line per run or action (``--json``: one
+    JSON document); bad input is one line and exit status 2, before anything is deleted."""
+    from core.store import Store
+
+    store = Store(args.store)
+    if args.action == "list":
+        return _store_list(store, args.as_json)
+    if args.action == "delete":
+        gone = _checked_runs(store, args.runs)
+    else:
+        gone = [m["run_id"] for m in store.list() if not store.is_current(m)] + store.damaged()
+    rows = []
+    for run_id in gone:
+        rows.append({"run_id": run_id, "bytes": store.size(run_id)})
+        store.delete(run_id)
+        if not args.as_json:
+            print(f"deleted {run_id} ({_mb(rows[-1]['bytes'])})")
+    freed = sum(r["bytes"] for r in rows)
+    if args.as_json:
+        print(json.dumps({"deleted": rows, "freed_bytes": freed}))
+    else:
+        print(f"{len(rows)} run{'s' * (len(rows) != 1)} deleted, {_mb(freed)} freed")
+    return 0
+
+
+def _checked_runs(store, run_ids: list[str]) -> list[str]:
+    """``run_ids`` without repeats, each a stored run (UserError naming the first that is
+    not: nothing is deleted then)."""
+    for run_id in run_ids:
+        try:
+            stored = store.path(run_id).is_dir()
+        except ValueError:
+            raise UserError(f"{run_id!r} is not a run id (20 hex digits: see python -m core "
+                            "store list)") from None  # fmt: skip
+        if not stored:
+            raise UserError(f"no run {run_id} in {store.root}")
+    return list(dict.fromkeys(run_ids))
+
+
+def _store_list(store, as_json: bool) -> int:
+    now = time.time()
+    rows = [{"run_id": m["run_id"], "model": m["model"], "dataset": m["dataset"]["name"],
+             "task": m.get("task", "classify"), "accuracy": m["test"].get("accuracy"),
+             "mse": m["test"].get("mse"), "bytes": store.size(m["run_id"]),
+             "age_seconds": now - m.get("created", now), "current": store.is_current(m)}
+            for m in store.list()]  # fmt: skip
+    damaged = store.damaged()
+    total = sum(r["bytes"] for r in rows) + sum(store.size(r) for r in damaged)
+    if as_json:
+        print(json.dumps({"root": str(store.root), "runs": rows, "damaged": damaged,
+                          "total_bytes": total}))  # fmt: skip
+        return 0
+    for r in rows:
+        score = (f"acc {r['accuracy']:.4f}" if r["accuracy"] is not None
+                 else f"MSE {r['mse']:.4f}" if r["mse"] is not None else "-")  # fmt: skip
+        print(
+            f"{r['run_id']}  {r['model']:<18} {r['dataset'][:24]:<24} {score:<11} "
+            f"{_mb(r['bytes']):>9}  {_age(r['age_seconds']):>8}  "
+            f"{'current' if r['current'] else 'not current'}"
+        )
+    for run_id in damaged:
+        print(f"{run_id}  damaged: its files do not check out (prune deletes it)")
+    stale = sum(not r["current"] for r in rows)
+    print(
+        f"{len(rows)} runs, {_mb(total)} in {store.root}; {stale} not current, "
+        f"{len(damaged)} damaged"
+    )
+    return 0
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
+
+
+def _age(seconds: float) -> str:
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def cmd_experiment(args) -> int:
     """``ablate`` and ``sweep``: build the variants, run them, print a table, write JSON."""
     from core import sweep
@@ -340,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
-                "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench}  # fmt: skip
+                "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench,
+                "store": cmd_store}  # fmt: skip
     try:
         _check_output(getattr(args, "json", None))
         return commands[args.command](args)

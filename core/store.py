@@ -225,6 +225,33 @@ class Store:
         model.load_state_dict(state, strict=True)
         return model.eval(), meta
 
+    def is_current(self, meta: dict) -> bool:
+        """Whether today's code would give this run its id: its config still reads, and the
+        declared versions (model family, trainer, data) are those it was trained under."""
+        from core import UserError
+        from core.config import from_dict
+
+        try:
+            return run_key(from_dict(meta["config"]), meta["dataset"]["identity"]) == meta["run_id"]
+        except (UserError, KeyError, TypeError, ValueError):  # a config this code cannot read
+            return False
+
+    def size(self, run_id: str) -> int:
+        """Bytes on disk of a run: its folder and the data derived from it."""
+        files = [*self.path(run_id).glob("*"), *self.derived.glob(f"{run_id}-*")]
+        return sum(f.stat().st_size for f in files if f.is_file())
+
+    def damaged(self) -> list[str]:
+        """Run folders whose files do not make a whole, unaltered run (nothing can load them)."""
+        if not self.runs.is_dir():
+            return []
+        found = []
+        for folder in self.runs.iterdir():
+            with contextlib.suppress(ValueError):
+                if not folder.name.startswith(".") and self.meta(folder.name) is None:
+                    found.append(folder.name)
+        return sorted(found)
+
     def names(self) -> dict[str, str]:
         """The names people gave runs (run id -> name); a name is a label, not part of the
         run: it leaves the run's key and checksums alone."""
