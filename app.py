@@ -8,7 +8,16 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.i18n import language_picker, t
-from ui.state import class_admitted, class_password_form, classify_server, jobs, user, warm_server
+from ui.state import (
+    class_admitted,
+    class_password_form,
+    classify_server,
+    is_teacher,
+    jobs,
+    teacher_form,
+    user,
+    warm_server,
+)
 
 # (file in views/, URL path, Material icon); the title is the translation of nav_<path>.
 # Not "pages/": with that folder Streamlit starts in its legacy multipage mode and a first
@@ -24,6 +33,7 @@ PAGES = [
     ("experiments", ":material/science:"),
     ("classify", ":material/draw:"),
 ]
+TEACHER_PAGES = [("library", ":material/inventory_2:")]  # listed for the teacher only
 
 st.set_page_config(
     page_title="CNN Classroom",
@@ -35,7 +45,7 @@ navigation = [
     st.Page(
         f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
     )
-    for name, icon in PAGES
+    for name, icon in PAGES + (TEACHER_PAGES if is_teacher() else [])
 ]
 # Known before the class password is asked for (the page asked for opens once it is
 # given), listed only after.
@@ -43,6 +53,7 @@ admitted = class_admitted()
 page = st.navigation(navigation, position="sidebar" if admitted else "hidden")
 if not admitted:
     class_password_form()  # stops here
+teacher_form()
 user()
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
 warm_server()  # its caches fill in the background

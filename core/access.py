@@ -6,6 +6,9 @@ the pages let in or a client that sends the password (``gradio_app.ClassGate``).
 app is open to whoever reaches it (the default binds localhost only). A browser that gave
 the password keeps ``token()`` in its URL (``?class=``), so a refresh does not ask again;
 it is derived from the password, so it says nothing of it and changes with it.
+
+The teacher: with ``CNN_CLASSROOM_TEACHER_KEY`` set, whoever types it in the sidebar; unset,
+whoever opens the app on the machine itself (localhost). Students never see teacher pages.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hmac
 import os
 
 PASSWORD_ENV = "CNN_CLASSROOM_PASSWORD"
+TEACHER_ENV = "CNN_CLASSROOM_TEACHER_KEY"  # unlocks the teacher's pages (the run library)
 _CONTEXT = b"cnn-classroom: this browser gave the class password"
 
 
@@ -40,3 +44,15 @@ def token() -> str:
 
 def accepts_token(given: str) -> bool:
     return password() is None or hmac.compare_digest(given.encode(), token().encode())
+
+
+def teacher_key() -> str | None:
+    """The teacher key, or None when the teacher set none (then the machine's own user, a
+    visitor from localhost, is the teacher)."""
+    return os.environ.get(TEACHER_ENV) or None
+
+
+def accepts_teacher(given: str) -> bool:
+    """Whether ``given`` is the teacher key (never, when there is none), in constant time."""
+    expected = teacher_key()
+    return expected is not None and hmac.compare_digest(given.encode(), expected.encode())

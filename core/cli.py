@@ -306,10 +306,7 @@ def cmd_store(args) -> int:
     store = Store(args.store)
     if args.action == "list":
         return _store_list(store, args.as_json)
-    if args.action == "delete":
-        gone = _checked_runs(store, args.runs)
-    else:
-        gone = [m["run_id"] for m in store.list() if not store.is_current(m)] + store.damaged()
+    gone = _checked_runs(store, args.runs) if args.action == "delete" else store.stale()
     rows = []
     for run_id in gone:
         rows.append({"run_id": run_id, "bytes": store.size(run_id)})
@@ -340,11 +337,7 @@ def _checked_runs(store, run_ids: list[str]) -> list[str]:
 
 def _store_list(store, as_json: bool) -> int:
     now = time.time()
-    rows = [{"run_id": m["run_id"], "model": m["model"], "dataset": m["dataset"]["name"],
-             "task": m.get("task", "classify"), "accuracy": m["test"].get("accuracy"),
-             "mse": m["test"].get("mse"), "bytes": store.size(m["run_id"]),
-             "age_seconds": now - m.get("created", now), "current": store.is_current(m)}
-            for m in store.list()]  # fmt: skip
+    rows = [r | {"age_seconds": now - r["created"]} for r in store.overview()]
     damaged = store.damaged()
     total = sum(r["bytes"] for r in rows) + sum(store.size(r) for r in damaged)
     if as_json:

@@ -241,6 +241,22 @@ class Store:
         files = [*self.path(run_id).glob("*"), *self.derived.glob(f"{run_id}-*")]
         return sum(f.stat().st_size for f in files if f.is_file())
 
+    def overview(self) -> list[dict]:
+        """A row per stored run, newest first: what the teacher's library and ``python -m
+        core store list`` show (id, name, model, dataset, task, test accuracy or MSE, bytes
+        on disk, when it was made, whether it is current)."""
+        names = self.names()
+        return [{"run_id": m["run_id"], "name": names.get(m["run_id"], ""), "model": m["model"],
+                 "dataset": m["dataset"]["name"], "task": m.get("task", "classify"),
+                 "accuracy": m["test"].get("accuracy"), "mse": m["test"].get("mse"),
+                 "bytes": self.size(m["run_id"]), "created": m.get("created", 0.0),
+                 "current": self.is_current(m)}
+                for m in self.list()]  # fmt: skip
+
+    def stale(self) -> list[str]:
+        """What ``prune`` deletes: the runs today's code cannot rebuild, and damaged ones."""
+        return [m["run_id"] for m in self.list() if not self.is_current(m)] + self.damaged()
+
     def damaged(self) -> list[str]:
         """Run folders whose files do not make a whole, unaltered run (nothing can load them)."""
         if not self.runs.is_dir():

@@ -101,6 +101,36 @@ def class_password_form() -> None:
     st.stop()
 
 
+def on_this_machine() -> bool:
+    """Whether the visitor's browser runs on the server's machine (Streamlit gives no
+    address for a localhost connection)."""
+    return st.context.ip_address is None
+
+
+def is_teacher() -> bool:
+    """Whether this visitor is the teacher: this session gave the teacher key, or none is
+    set and the visitor is on the machine itself."""
+    if access.teacher_key() is None:
+        return on_this_machine()
+    return bool(st.session_state.get("teacher"))
+
+
+def teacher_form() -> None:
+    """The sidebar's way in for the teacher, when a teacher key is set and this session has
+    not given it. A wrong key waits a second: guessing stays slow."""
+    if access.teacher_key() is None or st.session_state.get("teacher"):
+        return
+    with st.sidebar.expander(t("te_title")), st.form("teacher_key", border=False):
+        given = st.text_input(t("te_key"), type="password")
+        entered = st.form_submit_button(t("te_enter"))
+    if entered and access.accepts_teacher(given):
+        st.session_state.teacher = True
+        st.rerun()
+    if entered:
+        time.sleep(1.0)
+        st.sidebar.error(t("te_wrong"))
+
+
 USER_COOKIE = "cnn_classroom_user"  # this browser's private token
 USER_DAYS = 180  # how long a browser keeps it: a school term and then some
 
