@@ -1,5 +1,5 @@
 """The command line: ``python -m core models | presets | train | ablate | sweep | store |
-bench``.
+export | import | bench``.
 
 Bad input ends in one clear line on stderr and exit status 2, never a traceback.
 """
@@ -68,6 +68,17 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--store", help="model store folder (default: the user cache)")
         action.add_argument("--json", action="store_true", dest="as_json",
                             help="print JSON (for scripts) instead of lines")  # fmt: skip
+
+    out = sub.add_parser("export", help="one stored run as a file to carry elsewhere")
+    out.add_argument("run", metavar="RUN", help="a run id (python -m core store list)")
+    out.add_argument("--format", choices=("zip", "safetensors"), default="zip",
+                     help="zip: weights, metadata and test probabilities, for python -m core "
+                     "import; safetensors: the weights alone")  # fmt: skip
+    out.add_argument("--out", required=True, help="the file to write")
+    out.add_argument("--store", help="model store folder (default: the user cache)")
+    take = sub.add_parser("import", help="a run zip (from export) into this store")
+    take.add_argument("file", metavar="FILE.zip")
+    take.add_argument("--store", help="model store folder (default: the user cache)")
 
     b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -321,6 +332,36 @@ def cmd_store(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from core.store import WEIGHTS, Store, atomic_write
+
+    store = Store(args.store)
+    (run_id,) = _checked_runs(store, [args.run])
+    target = Path(args.out)
+    if target.is_dir() or not target.parent.is_dir():
+        raise UserError(f"--out {args.out}: give a file name in a folder that exists")
+    if store.meta(run_id) is None:
+        raise UserError(f"run {run_id} is damaged (its files do not check out): nothing to export")
+    if args.format == "zip":
+        store.export_zip(run_id, target)
+    else:
+        atomic_write(target, store.export_files(run_id)[WEIGHTS])
+    print(f"exported {run_id} to {target} ({args.format}, {_mb(target.stat().st_size)})")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from core.store import Store
+
+    source = Path(args.file)
+    if not source.is_file():
+        raise UserError(f"no file {args.file}")
+    meta = Store(args.store).import_zip(source)
+    print(f"imported {meta['run_id']}: {meta['model']} on {meta['dataset']['name']}, checksums "
+          "verified")  # fmt: skip
+    return 0
+
+
 def _checked_runs(store, run_ids: list[str]) -> list[str]:
     """``run_ids`` without repeats, each a stored run (UserError naming the first that is
     not: nothing is deleted then)."""
@@ -356,7 +397,8 @@ def _store_list(store, as_json: bool) -> int:
         print(f"{run_id}  damaged: its files do not check out (prune deletes it)")
     stale = sum(not r["current"] for r in rows)
     print(
-        f"{len(rows)} runs, {_mb(total)} in {store.root}; {stale} not current, "
+        f"{len(rows)} run{'s' * (len(rows) != 1)}, {_mb(total)} in {store.root}; "
+        f"{stale} not current, "
         f"{len(damaged)} damaged"
     )
     return 0
@@ -431,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench,
-                "store": cmd_store}  # fmt: skip
+                "store": cmd_store, "export": cmd_export, "import": cmd_import}  # fmt: skip
     try:
         _check_output(getattr(args, "json", None))
         return commands[args.command](args)

@@ -151,6 +151,36 @@ def _valid(meta, run_id: str, weights_sha256) -> bool:
     )
 
 
+MAX_RUN_ZIP_BYTES = 2 << 30  # a run's files in a zip, unpacked (vgg16's weights: 0.5 GiB)
+
+
+def _run_files(zf) -> dict[str, bytes]:
+    """The files of a run zip: only a run's names, none encrypted, within MAX_RUN_ZIP_BYTES,
+    each read no further than the size it declares (a zip bomb stops there)."""
+    from core import UserError
+
+    allowed = {WEIGHTS, META, TEST_PROBS}
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    whole = len(set(names)) == len(names) and {WEIGHTS, META} <= set(names) <= allowed
+    if not whole:
+        shown = ", ".join(sorted(names)[:5]) or "nothing"
+        raise UserError(f"a run zip holds {WEIGHTS}, {META} and perhaps {TEST_PROBS}, nothing "
+                        f"else (this one: {shown})")  # fmt: skip
+    if sum(i.file_size for i in infos) > MAX_RUN_ZIP_BYTES:
+        raise UserError(f"the zip unpacks to more than {MAX_RUN_ZIP_BYTES >> 30} GiB: refused")
+    files = {}
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise UserError("the zip is password-protected: export the run again without one")
+        with zf.open(info) as f:
+            blob = f.read(info.file_size + 1)
+        if len(blob) != info.file_size:
+            raise UserError(f"{info.filename} in the zip is not the size it declares: refused")
+        files[info.filename] = blob
+    return files
+
+
 class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root else default_root()
@@ -415,6 +445,55 @@ class Store:
         if not _valid(meta, run_id, lambda: hashlib.sha256(files[WEIGHTS]).hexdigest()):
             raise ValueError(f"run {run_id}: its files do not match their checksums")
         self._write_entry(run_id, files)
+        return meta
+
+    def export_zip(self, run_id: str, out: Path) -> Path:
+        """One run in one zip, to carry to another machine: its weights, its metadata (with
+        their checksums) and, when kept, its test probabilities. Written atomically."""
+        import io
+        import zipfile
+
+        files = self.export_files(run_id)
+        probs = self.run_file(run_id, TEST_PROBS)
+        if probs.is_file():
+            files[TEST_PROBS] = probs.read_bytes()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, blob in files.items():
+                zf.writestr(name, blob)
+        return atomic_write(Path(out), buf.getvalue())
+
+    def import_zip(self, path: Path) -> dict:
+        """A run zip made by ``export_zip`` into this store, verified by its checksums before
+        it is visible (UserError, one line, for anything else); returns its metadata."""
+        import zipfile
+
+        from core import UserError
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                files = _run_files(zf)
+        except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as e:
+            raise UserError(f"{Path(path).name} is not a readable zip ({e})") from None
+        try:
+            meta = json.loads(files[META])
+            run_id = meta["run_id"]
+            self.path(run_id)  # shaped like a run id, or ValueError
+            probs = files.pop(TEST_PROBS, None)
+            meta = self.import_files(run_id, files)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{Path(path).name} is not a run of CNN Classroom: {e}") from None
+        if probs is not None:
+            import io
+
+            import numpy as np
+
+            try:
+                arr = np.load(io.BytesIO(probs), allow_pickle=False)
+            except (OSError, ValueError, EOFError):
+                arr = None  # derived data: recomputed when a page needs it
+            if arr is not None:
+                self.write_array(self.run_file(run_id, TEST_PROBS), arr)
         return meta
 
     def _discard(self, folder: Path) -> None:
