@@ -463,18 +463,20 @@ class Store:
                 zf.writestr(name, blob)
         return atomic_write(Path(out), buf.getvalue())
 
-    def import_zip(self, path: Path) -> dict:
-        """A run zip made by ``export_zip`` into this store, verified by its checksums before
-        it is visible (UserError, one line, for anything else); returns its metadata."""
+    def import_zip(self, source, name: str | None = None) -> dict:
+        """A run zip made by ``export_zip`` (a path, or a file object called ``name``: an
+        upload) into this store, verified by its checksums before it is visible (UserError,
+        one line, for anything else); returns its metadata."""
         import zipfile
 
         from core import UserError
 
+        name = name or Path(source).name
         try:
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(source) as zf:
                 files = _run_files(zf)
         except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as e:
-            raise UserError(f"{Path(path).name} is not a readable zip ({e})") from None
+            raise UserError(f"{name} is not a readable zip ({e})") from None
         try:
             meta = json.loads(files[META])
             run_id = meta["run_id"]
@@ -482,7 +484,7 @@ class Store:
             probs = files.pop(TEST_PROBS, None)
             meta = self.import_files(run_id, files)
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{Path(path).name} is not a run of CNN Classroom: {e}") from None
+            raise UserError(f"{name} is not a run of CNN Classroom: {e}") from None
         if probs is not None:
             import io
 

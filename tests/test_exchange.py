@@ -90,3 +90,16 @@ def test_not_a_zip_and_no_file_are_one_line(tmp_path, capsys):
                                                                         "no file")):  # fmt: skip
         code, _, err = run(capsys, "import", str(path), "--store", str(tmp_path / "s"))
         assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_an_uploaded_zip_is_read_from_memory_under_its_own_name(tiny_run, tmp_path):
+    """The Library page's upload box hands the store a file object, not a path."""
+    import io
+
+    good = tmp_path / "good.zip"
+    Store(tiny_run.root).export_zip(tiny_run.run_id, good)
+    other = Store(tmp_path / "other")
+    meta = other.import_zip(io.BytesIO(good.read_bytes()), name="from-a-student.zip")
+    assert meta["run_id"] == tiny_run.run_id and other.meta(tiny_run.run_id) is not None
+    with pytest.raises(Exception, match=r"^from-a-student\.zip is not a readable zip"):
+        other.import_zip(io.BytesIO(b"nonsense"), name="from-a-student.zip")

@@ -10,6 +10,8 @@ import time
 import pandas as pd
 import streamlit as st
 
+from core import UserError
+from core.data.uploads import MAX_ZIP_MB
 from ui.i18n import num, styled, t
 from ui.runs import share_link
 from ui.state import is_teacher, store
@@ -53,6 +55,28 @@ def prune_ui() -> None:
         st.rerun()
 
 
+def import_ui() -> None:
+    """A run zip (``python -m core export``, another class's server) into this store."""
+    st.file_uploader(t("lib_import"), type=["zip"], key="lib_zip", help=t("lib_import_help"),
+                     max_upload_size=MAX_ZIP_MB, on_change=_imported)  # fmt: skip
+    if said := st.session_state.pop("lib_zip_said", None):
+        (st.error if said[0] == "error" else st.success)(said[1])
+
+
+def _imported() -> None:
+    """The upload box changed (runs before the page): bring the run in, or say why not."""
+    file = st.session_state.get("lib_zip")
+    if file is None:
+        return
+    try:
+        meta = store().import_zip(file, name=file.name)
+    except UserError as e:
+        st.session_state["lib_zip_said"] = ("error", t("lib_import_bad", why=str(e)))
+    else:
+        st.session_state["lib_zip_said"] = ("ok", t("lib_imported", run=meta["run_id"],
+                                                    model=meta["model"]))  # fmt: skip
+
+
 def main() -> None:
     st.title(t("lib_title"))
     if not is_teacher():
@@ -70,6 +94,7 @@ def main() -> None:
                      column_config={t("lib_share"): st.column_config.LinkColumn()})  # fmt: skip
         delete_ui(rows)
     prune_ui()
+    import_ui()
 
 
 main()
