@@ -77,12 +77,6 @@ def own_options(model: ModelConfig) -> ModelConfig:
     return replace(model, **unread)
 
 
-def resolve(cfg: RunConfig, store: Store | None = None) -> tuple[RunConfig, str]:
-    """(the config as it will run, its run id): ``plan`` as a pair."""
-    planned = plan(cfg, store)
-    return planned.cfg, planned.run_id
-
-
 def input_shape(data_cfg) -> tuple[int, int, int]:
     """(channels, side, classes) a run on ``data_cfg`` will see, without decoding an image
     (a photo folder counts as colour: the larger case)."""

@@ -59,10 +59,6 @@ class Field:
         return f"{self.section}.{self.name}"
 
     @property
-    def default(self):
-        return SECTIONS[self.section].__dataclass_fields__[self.name].default
-
-    @property
     def optional(self) -> bool:
         """Whether None is a value: "the model's (or the source's) own"."""
         return "None" in str(SECTIONS[self.section].__dataclass_fields__[self.name].type)

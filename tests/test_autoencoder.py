@@ -132,19 +132,19 @@ def test_encoder_modes_start_from_the_autoencoder_or_not(lab):
 
 
 def test_a_classifier_needs_a_stored_autoencoder_with_the_same_architecture(lab):
-    from core.runs import resolve
+    from core.runs import plan
 
     store = lab["store"]
     with pytest.raises(UserError, match="no conv_autoencoder run"):
-        resolve(classifier_config("f" * 20, "finetune"), store)
+        plan(classifier_config("f" * 20, "finetune"), store)
     with pytest.raises(UserError, match="no conv_autoencoder run"):  # a classifier's id
-        resolve(classifier_config(lab["finetune"], "finetune"), store)
+        plan(classifier_config(lab["finetune"], "finetune"), store)
     wrong = classifier_config(lab["ae"], "finetune")
     wrong = replace(wrong, model=replace(wrong.model, latent=64))
     with pytest.raises(UserError, match="latent 16, not 64"):
-        resolve(wrong, store)
+        plan(wrong, store)
     with pytest.raises(UserError, match="needs --encoder"):
-        resolve(replace(wrong, model=ModelConfig("ae_classifier")), store)
+        plan(replace(wrong, model=ModelConfig("ae_classifier")), store)
 
 
 # -- jobs: reconstructions after each epoch ------------------------------------------------

@@ -122,7 +122,7 @@ def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
     """The options the picked model reads that the form offers (dropout; hidden sizes; a
     backbone's mode and resolution), as ModelConfig fields, starting from ``model``'s (else
     the registry's)."""
-    defaults = models.get(name).defaults
+    defaults = models.get(name).options
     own = {f.name for f in schema.model_fields(name)}
     options = {}
     for f in (FIELDS[n] for n in MODEL_OPTIONS if n in own):

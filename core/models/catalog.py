@@ -40,10 +40,6 @@ class Family:
     task: str = "classify"  # what it learns (core.tasks): "classify" or "reconstruct"
     starts_from: StartsFrom | None = None
 
-    @property
-    def defaults(self) -> dict:
-        return self.options
-
 
 _BACKBONE = {"dropout": 0.2, "tune": "frozen", "resolution": None}
 
