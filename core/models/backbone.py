@@ -61,10 +61,10 @@ class Frozen(nn.Sequential):
             p.requires_grad for p in self.parameters()
         ):
             return super().forward(x)  # Grad-CAM, or tune="all": a normal pass
-        size = len(x)
-        if x.device.type == "cpu":
-            size = max(1, CHUNK_PIXELS // (x.shape[-2] * x.shape[-1]))
         with torch.no_grad():
+            if x.device.type != "cpu" or torch.compiler.is_exporting():  # ONNX: any batch size
+                return super().forward(x)
+            size = max(1, CHUNK_PIXELS // (x.shape[-2] * x.shape[-1]))
             return torch.cat([super(Frozen, self).forward(part) for part in x.split(size)])
 
 
