@@ -1,5 +1,5 @@
 """The command line: ``python -m core models | presets | train | ablate | sweep | store |
-export | import | bench``.
+export | import | report | bench``.
 
 Bad input ends in one clear line on stderr and exit status 2, never a traceback.
 """
@@ -80,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     take = sub.add_parser("import", help="a run zip (from export) into this store")
     take.add_argument("file", metavar="FILE.zip")
     take.add_argument("--store", help="model store folder (default: the user cache)")
+    rep = sub.add_parser("report", help="one run as one self-contained HTML page to print "
+                         "or hand in: config, curves, scores, worst mistakes")  # fmt: skip
+    rep.add_argument("run", metavar="RUN", help="a run id (python -m core store list)")
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--lang", choices=("en", "es"), default="en", help="English or Spanish")
+    rep.add_argument("--store", help="model store folder (default: the user cache)")
+    rep.add_argument("--app-url", metavar="URL",
+                     help="the app's address, for the run's link (default: $CNN_CLASSROOM_URL, "
+                     "else http://localhost:8501)")  # fmt: skip
 
     b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -371,6 +380,22 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from core import report
+    from core.store import Store, atomic_write
+
+    store = Store(args.store)
+    (run_id,) = _checked_runs(store, [args.run])
+    target = Path(args.out)
+    if target.is_dir() or not target.parent.is_dir():
+        raise UserError(f"--out {args.out}: give a file name in a folder that exists")
+    base = args.app_url or os.environ.get(report.URL_ENV) or report.LOCAL_URL
+    link = report.share_link(base, run_id, args.lang)
+    atomic_write(target, report.build(store, run_id, args.lang, link).encode())
+    print(f"report of {run_id} written to {target} ({target.stat().st_size / 1024:,.0f} KB)")
+    return 0
+
+
 def _checked_runs(store, run_ids: list[str]) -> list[str]:
     """``run_ids`` without repeats, each a stored run (UserError naming the first that is
     not: nothing is deleted then)."""
@@ -482,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench,
-                "store": cmd_store, "export": cmd_export, "import": cmd_import}  # fmt: skip
+                "store": cmd_store, "export": cmd_export, "import": cmd_import,
+                "report": cmd_report}  # fmt: skip
     try:
         _check_output(getattr(args, "json", None))
         return commands[args.command](args)

@@ -7,11 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics, presets
+from core import report as html_report
 from ui import runs
 from ui.charts import confusion, curves, per_class
 from ui.gallery import gallery, page
-from ui.i18n import class_name, num, paper_source, pct, styled, t
+from ui.i18n import class_name, lang, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
+from ui.state import store
 from ui.text import DASH, plain
 
 GALLERY_LIMIT = 48  # images of a clicked cell per page
@@ -136,6 +138,20 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
             [bool(pred[i] == data.y_test[i]) for i in idx], columns=12, name=mode)  # fmt: skip
 
 
+def download_ui(meta: dict, probs: np.ndarray, data) -> None:
+    """The run's report as one HTML file (core.report), made only when clicked: Streamlit
+    calls ``make`` on another thread, outside this run, so it holds all it needs."""
+    run_id, language, link, where = meta["run_id"], lang(), runs.share_link(meta["run_id"]), store()
+
+    def make() -> str:
+        return html_report.build(where, run_id, language, link, data=data, probs=probs)
+
+    st.download_button(t("ev_download_report"), make, file_name=f"report-{run_id}.html",
+                       mime="text/html", on_click="ignore", icon=":material/download:",
+                       help=t("ev_download_report_help"),
+                       key=f"ev_report_{run_id}_{language}")  # fmt: skip
+
+
 def main() -> None:
     st.title(t("ev_title"))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
@@ -155,7 +171,11 @@ def main() -> None:
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
-    runs.share_ui(meta["run_id"])
+    share, download = st.columns([3, 1], vertical_alignment="top")
+    with share:
+        runs.share_ui(meta["run_id"])
+    with download:
+        download_ui(meta, probs, data)
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="ev_curves")  # fmt: skip
     if meta.get("overfitting_epoch"):
