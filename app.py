@@ -12,6 +12,7 @@ from ui.state import (
     class_admitted,
     class_password_form,
     classify_server,
+    display_name_box,
     is_teacher,
     jobs,
     teacher_form,
@@ -33,7 +34,7 @@ PAGES = [
     ("experiments", ":material/science:"),
     ("classify", ":material/draw:"),
 ]
-TEACHER_PAGES = [("library", ":material/inventory_2:")]  # listed for the teacher only
+TEACHER_PAGES = [("class", ":material/groups:"), ("library", ":material/inventory_2:")]  # teacher's
 
 st.set_page_config(
     page_title="CNN Classroom",
@@ -54,7 +55,9 @@ page = st.navigation(navigation, position="sidebar" if admitted else "hidden")
 if not admitted:
     class_password_form()  # stops here
 teacher_form()
+name_box = st.sidebar.container()  # above what user() may draw once (its cookie)
 user()
+display_name_box(name_box)
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
 warm_server()  # its caches fill in the background
 classify_server()  # and the Gradio classify tab, in a process of its own

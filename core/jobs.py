@@ -369,6 +369,7 @@ class Request:
     queued: list[Job]
     stored: int
     pending: int
+    run_ids: list[str] = field(default_factory=list)  # every run asked for, as planned
 
 
 @dataclass
@@ -683,9 +684,10 @@ class JobQueue:
 
         self._cap(len(cfgs))
         live = {j.key for j in self.jobs(owner) if not j.is_final}
-        todo, stored, pending = {}, 0, 0
+        todo, stored, pending, run_ids = {}, 0, 0, []
         for cfg in cfgs:
             planned = plan(cfg, self.store)
+            run_ids.append(planned.run_id)
             if self.store.meta(planned.run_id) is not None:
                 stored += 1
             elif planned.run_id in live or planned.run_id in todo:
@@ -693,7 +695,7 @@ class JobQueue:
             else:
                 todo[planned.run_id] = planned
         return Request(self._queue(self._checked(list(todo.values())), owner, map_after),
-                       stored, pending)  # fmt: skip
+                       stored, pending, run_ids)  # fmt: skip
 
     def states(self, cfgs: list[RunConfig], owner: str) -> list[RunState]:
         """Where each run of ``cfgs`` stands for ``owner``: stored (its metadata), or the

@@ -139,7 +139,7 @@ def test_a_class_password_comes_before_every_page(monkeypatch, tmp_path):
     assert [e.value for e in at.error] == [text("pw_wrong")] and "class" not in at.query_params
     at.text_input[0].input("tulipanes 7")
     at.button[0].click().run()
-    assert not at.exception and at.error == [] and not at.text_input
+    assert not at.exception and at.error == [] and not at.main.text_input
     assert text("dataset") in [h.value for h in at.header]  # the home page, at last
     kept = at.query_params["class"]
     assert kept == access.token() and "tulipanes" not in kept
@@ -147,7 +147,7 @@ def test_a_class_password_comes_before_every_page(monkeypatch, tmp_path):
     again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     again.query_params["class"] = kept  # a refresh: a new session, the same URL
     again.run()
-    assert text("dataset") in [h.value for h in again.header] and not again.text_input
+    assert text("dataset") in [h.value for h in again.header] and not again.main.text_input
     forged = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     forged.query_params["class"] = "0" * 32
     forged.run()
@@ -160,7 +160,7 @@ def test_without_a_class_password_nobody_is_asked(monkeypatch, tmp_path):
     monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path))
     monkeypatch.delenv(access.PASSWORD_ENV, raising=False)
     at = run_app()
-    assert text("dataset") in [h.value for h in at.header] and not at.text_input
+    assert text("dataset") in [h.value for h in at.header] and not at.main.text_input
 
 
 def test_a_plain_streamlit_run_is_private_and_shows_no_tracebacks():

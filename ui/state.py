@@ -11,6 +11,7 @@ import streamlit as st
 
 from core import access
 from core import data as datasets
+from core.classroom import MAX_DISPLAY_NAME, Classroom
 from core.config import DataConfig
 from core.jobs import JobQueue
 from core.serve import ClassifyServer
@@ -42,6 +43,12 @@ def jobs() -> JobQueue:
     the first Start shows its curve at once (CNN_CLASSROOM_WARM_WORKER=off: not ahead)."""
     warm = os.environ.get("CNN_CLASSROOM_WARM_WORKER", "on").lower() != "off"
     return JobQueue(store(), warm=warm)
+
+
+@st.cache_resource(show_spinner=False)
+def classroom() -> Classroom:
+    """The class beside the store: display names, assignments, hand-ins (core.classroom)."""
+    return Classroom(store())
 
 
 @st.cache_resource(show_spinner=False)
@@ -129,6 +136,26 @@ def teacher_form() -> None:
     if entered:
         time.sleep(1.0)
         st.sidebar.error(t("te_wrong"))
+
+
+def display_name_box(where) -> None:
+    """The sidebar's box (``where``) where a student writes the name the teacher's class board shows
+    (kept by the class, core.classroom: a refresh or a restart keeps it)."""
+    key = "display_name"
+    if key not in st.session_state:
+        st.session_state[key] = classroom().name(user())
+
+    def keep() -> None:
+        st.session_state[key] = classroom().set_name(user(), st.session_state[key])
+
+    where.text_input(
+        t("cl_your_name"),
+        key=key,
+        on_change=keep,
+        max_chars=MAX_DISPLAY_NAME,
+        placeholder=t("cl_your_name_placeholder"),
+        help=t("cl_your_name_help"),
+    )
 
 
 USER_COOKIE = "cnn_classroom_user"  # this browser's private token

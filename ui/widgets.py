@@ -47,6 +47,14 @@ def field_widget(f: Field, value, key: str, high: float | None = None, slider: b
         except UserError:  # said under the box; the widgets after it are still drawn
             where.error(t(f"tr_bad_{f.name}"))
             return BAD
+    if f.kind == "stages":  # stage numbers: "2" or "2,3"; empty: none
+        text = where.text_input(label, ",".join(map(str, value or ())), help=help_text, key=key,
+                                placeholder=t("tr_no_stages"))  # fmt: skip
+        try:
+            return f.parse(text) or None
+        except UserError:
+            where.error(t("tr_bad_stage_numbers"))
+            return BAD
     if f.steps and f.optional:
         auto = t("tr_auto")
         options = [auto, *f.steps]

@@ -12,8 +12,8 @@ from core import UserError, schema, sweep
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ui.charts import error_bars, parallel, variant_curves
 from ui.i18n import lang, num, styled, t
+from ui.state import classroom, jobs, user
 from ui.state import dataset as load_dataset
-from ui.state import jobs, user
 from ui.text import DASH
 from ui.widgets import field_widget
 
@@ -66,6 +66,7 @@ def submit(variants: list[sweep.Variant]) -> None:
     # the runs.
     try:
         asked = jobs().request([v.cfg for v in variants], user(), map_after=False)
+        classroom().hand_in(user(), asked.run_ids)
     except UserError as e:
         st.error(str(e))
         return

@@ -9,15 +9,16 @@ import pandas as pd
 import streamlit as st
 
 from core import UserError, models, presets, recipes, schema
+from core.assignments import Assignment
 from core.config import ModelConfig, RunConfig, from_dict
 from core.data import BUILTIN
 from core.data import uploads as photo_sets
 from core.schema import FIELDS
 from ui.charts import counts, curves
-from ui.i18n import num, pct, preset_summary, renamed_folders, t
+from ui.i18n import lang, num, pct, preset_summary, renamed_folders, t
 from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
-from ui.state import LOAD, jobs, store, user
+from ui.state import LOAD, classroom, jobs, store, user
 from ui.text import plain
 from ui.widgets import BAD, field_widget
 
@@ -116,6 +117,76 @@ def options_ui() -> RunConfig | None:
                   model=replace(base.model, name=name, **model_options),
                   train=replace(base.train, **train))  # fmt: skip
     return recipes.sized_for(cfg)
+
+
+ASSIGNMENT = "tr_assignment"  # session and URL key of the picked assignment
+
+
+def assignment_picker() -> Assignment | None:
+    """The assignment this student works on, when the teacher set any (a link may name one:
+    ``?assignment=ID``); None for free practice."""
+    offered = {a.id: a for a in classroom().assignments()}
+    if not offered:
+        return None
+    asked = st.query_params.get("assignment")
+    if ASSIGNMENT not in st.session_state and asked in offered:
+        st.session_state[ASSIGNMENT] = asked
+    if st.session_state.get(ASSIGNMENT) not in ("", *offered):  # the teacher replaced them
+        st.session_state.pop(ASSIGNMENT, None)
+    titles = {"": t("tr_free_practice")} | {i: a.text("title", lang()) for i, a in offered.items()}
+    picked = st.selectbox(t("tr_assignment"), list(titles), format_func=titles.get,
+                          key=ASSIGNMENT, help=t("tr_help_assignment"))  # fmt: skip
+    if picked:
+        st.query_params["assignment"] = picked
+    else:
+        st.query_params.pop("assignment", None)
+    return offered.get(picked)
+
+
+def assignment_form(task: Assignment) -> RunConfig | None:
+    """The assignment's brief, the fields the student may change, and the fixed ones; the
+    config is the assignment's with only the free fields taken from the widgets (whatever
+    the browser sends, the fixed fields are the teacher's)."""
+    with st.container(border=True):
+        st.markdown(f"**{plain(task.text('title', lang()))}**")
+        if brief := task.text("brief", lang()):
+            st.markdown(plain(brief))
+        if hand_in := task.text("hand_in", lang()):
+            st.markdown(t("tr_hand_in", what=plain(hand_in)))
+    k = f"as_{task.id}_"
+    choices = task.model_choices()
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"##### {t('tr_yours')}")
+        name = task.config.model.name
+        if len(choices) > 1:
+            name = st.selectbox(t("tr_model"), choices, key=k + "model", help=t("tr_help_model"))
+        cfg = schema.with_value(task.config, FIELDS["name"], name)
+        defaults, bad = models.get(name).options, False
+        free = [f for f in task.free_fields(name) if f.name != "name"]
+        for f in free:
+            start = schema.value(task.config, f)
+            if start is None and f.section == "model" and f.kind != "stages":
+                start = defaults.get(f.name)
+            value = field_widget(f, start, k + f.name, HIGH.get(f.name))
+            bad = bad or value is BAD
+            if f.section == "model" and value == defaults.get(f.name):
+                value = None  # the model's default stays unset: one run key with the CLI's
+            cfg = schema.with_value(cfg, f, None if value is BAD else value)
+        if not free and len(choices) == 1:
+            st.caption(t("tr_nothing_free"))
+    try:
+        cfg = task.enforce(cfg)
+    except UserError as e:
+        st.error(str(e))
+        return None
+    with right:
+        st.markdown(f"##### :material/lock: {t('tr_locked')}")
+        rows = [(f.label(lang()), t("tr_default_value") if v is None else schema.show(v))
+                for f, v in task.locked(cfg)]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows, columns=[t("tr_setting"), t("tr_value")]),
+                     hide_index=True, height="content")  # fmt: skip
+    return None if bad else cfg
 
 
 def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
@@ -285,9 +356,10 @@ def main() -> None:
     # are in view without scrolling.
     top, settings = st.container(), st.container()
     with settings:
+        task = assignment_picker()
         st.subheader(t("tr_settings"))
         try:
-            cfg = options_ui()
+            cfg = assignment_form(task) if task else options_ui()
         except UserError as e:
             st.error(str(e))
             cfg = None
@@ -296,7 +368,7 @@ def main() -> None:
         c1, c2, _ = st.columns([1, 1, 4])
         if c1.button(t("tr_start"), type="primary", disabled=running or cfg is None):
             try:
-                start(cfg)
+                start(cfg, assignment=task.id if task else "")
             except UserError as e:
                 st.error(str(e))
             else:
