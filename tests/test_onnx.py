@@ -139,3 +139,38 @@ def test_an_export_that_disagrees_is_refused_in_one_line(tiny_run, tmp_path, cap
     assert "disagrees with PyTorch (top-1 on 9 of 10" in err
     assert not out.exists()
     assert not Store(store).run_file(tiny_run.run_id, ox.FILE).exists()
+
+
+def test_the_evaluate_page_prepares_the_onnx_file_then_offers_it(tiny_run, tmp_path, monkeypatch):
+    """The page exports only when asked; the file is then kept, so the next visitor (here
+    a new session) is offered the download at once, with its size."""
+    import shutil
+
+    import streamlit as st
+    from conftest import ROOT
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "store"
+    shutil.copytree(tiny_run.root, root)
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
+
+    def page(lang: str = "en") -> AppTest:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(ROOT / "views" / "evaluate.py"), default_timeout=120)
+        at.session_state["lang"] = lang
+        at.query_params["run"] = tiny_run.run_id
+        return at.run()
+
+    at = page()
+    prepare = next(b for b in at.button if b.key == f"dl_onnx_{tiny_run.run_id}")
+    assert prepare.label == "Prepare the ONNX file"
+    assert not Store(root).run_file(tiny_run.run_id, ox.FILE).exists()  # not before asked
+    prepare.click().run()
+    assert not at.exception and not at.error
+    assert "same class as PyTorch on all" in at.success[0].value
+    offered = [b.label for b in at.get("download_button")]
+    assert any(label.startswith("Download ONNX (") for label in offered), offered
+    again = page("es")
+    assert not any(b.key == f"dl_onnx_{tiny_run.run_id}" for b in again.button)
+    assert any(b.label.startswith("Descargar ONNX (") for b in again.get("download_button"))

@@ -10,6 +10,7 @@ from core import metrics, presets
 from core import report as html_report
 from ui import runs
 from ui.charts import confusion, curves, per_class
+from ui.exports import onnx_ui
 from ui.gallery import gallery, page
 from ui.i18n import class_name, lang, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
@@ -171,9 +172,11 @@ def main() -> None:
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
-    share, download = st.columns([3, 1], vertical_alignment="top")
+    share, model_file, download = st.columns([2, 2, 1], vertical_alignment="top")
     with share:
         runs.share_ui(meta["run_id"])
+    with model_file, st.expander(t("dl_title")):
+        onnx_ui(meta)
     with download:
         download_ui(meta, probs, data)
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
