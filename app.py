@@ -15,6 +15,7 @@ from ui.state import (
     display_name_box,
     is_teacher,
     jobs,
+    remember_teacher,
     teacher_form,
     user,
     warm_server,
@@ -58,6 +59,7 @@ teacher_form()
 name_box = st.sidebar.container()  # above what user() may draw once (its cookie)
 user()
 display_name_box(name_box)
+remember_teacher()  # the sidebar's last element, when drawn
 jobs()  # the server's job queue starts (and warms up) with the first visit to any page
 warm_server()  # its caches fill in the background
 classify_server()  # and the Gradio classify tab, in a process of its own

@@ -20,6 +20,7 @@ import os
 PASSWORD_ENV = "CNN_CLASSROOM_PASSWORD"
 TEACHER_ENV = "CNN_CLASSROOM_TEACHER_KEY"  # unlocks the teacher's pages (the run library)
 _CONTEXT = b"cnn-classroom: this browser gave the class password"
+_TEACHER_CONTEXT = b"cnn-classroom: this browser gave the teacher key"
 
 
 def password() -> str | None:
@@ -56,3 +57,16 @@ def accepts_teacher(given: str) -> bool:
     """Whether ``given`` is the teacher key (never, when there is none), in constant time."""
     expected = teacher_key()
     return expected is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def teacher_token() -> str:
+    """What a browser that gave the teacher key keeps in a cookie (a refresh keeps the
+    role): derived from the key, so it says nothing of it and a new key voids it."""
+    expected = teacher_key() or ""
+    return hmac.new(expected.encode(), _TEACHER_CONTEXT, hashlib.sha256).hexdigest()[:32]
+
+
+def accepts_teacher_token(given: str) -> bool:
+    """Whether ``given`` is the teacher's token (never, when no key is set)."""
+    return teacher_key() is not None and hmac.compare_digest(given.encode(),
+                                                             teacher_token().encode())  # fmt: skip

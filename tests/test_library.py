@@ -73,3 +73,34 @@ def test_a_student_on_the_network_without_a_key_set_is_not_the_teacher(root, mon
     at = open_page("library", monkeypatch, root)
     assert [e.value for e in at.error] == ["This page is for the teacher."]
     assert not at.dataframe and not at.button
+
+
+def test_the_teacher_stays_the_teacher_after_a_refresh_through_a_cookie(root, monkeypatch):
+    """The key given once: the browser keeps a token derived from it (never the key, never
+    in a URL), and a new session (a refresh) of that browser is the teacher; a made-up token
+    or one of an old key is not."""
+    from core import access
+
+    monkeypatch.setenv(TEACHER_ENV, "owl-42")
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(root))
+    monkeypatch.setattr("ui.state.on_this_machine", lambda: False)
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app.session_state["user"] = "00112233445566aa"
+    app.run()
+    app.sidebar.text_input[0].input("owl-42")
+    app.sidebar.button[0].click().run()
+    kept = [h.proto.body for h in app.sidebar.get("html") if "cnn_classroom_teacher=" in
+            h.proto.body]  # fmt: skip
+    assert len(kept) == 1 and access.teacher_token() in kept[0] and "owl-42" not in kept[0]
+
+    def refresh(token: str) -> AppTest:
+        monkeypatch.setattr("ui.state.cookie", lambda name: token if "teacher" in name else "")
+        at = AppTest.from_file(str(ROOT / "views" / "library.py"), default_timeout=120)
+        at.session_state["user"] = "00112233445566aa"
+        return at.run()
+
+    assert not refresh(access.teacher_token()).error
+    assert [e.value for e in refresh("0" * 32).error] == ["This page is for the teacher."]
+    old = access.teacher_token()
+    monkeypatch.setenv(TEACHER_ENV, "new key")  # a new key voids the old key's cookies
+    assert [e.value for e in refresh(old).error] == ["This page is for the teacher."]

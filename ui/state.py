@@ -108,30 +108,52 @@ def class_password_form() -> None:
     st.stop()
 
 
+def cookie(name: str) -> str:
+    """A cookie the browser sent with this session's connection ("" when none)."""
+    value = st.context.cookies.get(name, "")
+    return value if isinstance(value, str) else ""  # (a test run has no browser)
+
+
 def on_this_machine() -> bool:
     """Whether the visitor's browser runs on the server's machine (Streamlit gives no
     address for a localhost connection)."""
     return st.context.ip_address is None
 
 
+TEACHER_COOKIE = "cnn_classroom_teacher"  # a token of the teacher key (access.teacher_token)
+TEACHER_HOURS = 12  # how long a browser stays the teacher's: a school day
+
+
 def is_teacher() -> bool:
-    """Whether this visitor is the teacher: this session gave the teacher key, or none is
-    set and the visitor is on the machine itself."""
+    """Whether this visitor is the teacher: this browser gave the teacher key (this session,
+    or an earlier one: its cookie), or none is set and the visitor is on the machine itself."""
     if access.teacher_key() is None:
         return on_this_machine()
-    return bool(st.session_state.get("teacher"))
+    if not st.session_state.get("teacher"):
+        st.session_state.teacher = access.accepts_teacher_token(cookie(TEACHER_COOKIE))
+    return bool(st.session_state.teacher)
+
+
+def remember_teacher() -> None:
+    """Once the key was given: ask the browser to keep the teacher's token (drawn last in
+    the sidebar, as ``_remember``; sent to this origin only, never in a URL)."""
+    if st.session_state.pop("teacher_cookie", False):
+        cookie = (f"{TEACHER_COOKIE}={access.teacher_token()}; path=/; "
+                  f"max-age={TEACHER_HOURS * 3600}; SameSite=Strict")  # fmt: skip
+        st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
+                        unsafe_allow_javascript=True)  # fmt: skip
 
 
 def teacher_form() -> None:
     """The sidebar's way in for the teacher, when a teacher key is set and this session has
     not given it. A wrong key waits a second: guessing stays slow."""
-    if access.teacher_key() is None or st.session_state.get("teacher"):
+    if access.teacher_key() is None or is_teacher():
         return
     with st.sidebar.expander(t("te_title")), st.form("teacher_key", border=False):
         given = st.text_input(t("te_key"), type="password")
         entered = st.form_submit_button(t("te_enter"))
     if entered and access.accepts_teacher(given):
-        st.session_state.teacher = True
+        st.session_state.teacher = st.session_state.teacher_cookie = True
         st.rerun()
     if entered:
         time.sleep(1.0)
@@ -168,7 +190,7 @@ def user() -> str:
     a student shares (a run's Evaluate page, the Train page) hands over nothing of theirs.
     An old link's ``?user=`` is dropped, not adopted."""
     if "user" not in st.session_state:
-        token = st.context.cookies.get(USER_COOKIE, "")
+        token = cookie(USER_COOKIE)
         if not _is_token(token):
             token = secrets.token_hex(8)
             _remember(token)
