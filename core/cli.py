@@ -1,5 +1,5 @@
 """The command line: ``python -m core models | presets | train | ablate | sweep | store |
-export | import | report | bench``.
+export | import | report | class | bench``.
 
 Bad input ends in one clear line on stderr and exit status 2, never a traceback.
 """
@@ -89,6 +89,26 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--app-url", metavar="URL",
                      help="the app's address, for the run's link (default: $CNN_CLASSROOM_URL, "
                      "else http://localhost:8501)")  # fmt: skip
+
+    room = sub.add_parser("class", help="the class: its board, its assignments, a new lesson")
+    doing = room.add_subparsers(dest="action", required=True)
+    board = doing.add_parser("board", help="this lesson's runs handed in, best first")
+    board.add_argument("--assignment", metavar="ID",
+                       help='only this assignment\'s runs ("" for free practice)')  # fmt: skip
+    board.add_argument(
+        "--every-run",
+        action="store_true",
+        help="every run handed in, not each student's best per assignment",
+    )
+    board.add_argument("--csv", metavar="FILE", help="write the board as CSV (for grading)")
+    board.add_argument("--json", action="store_true", dest="as_json", help="print JSON")
+    tasks_cmd = doing.add_parser("assignments", help="list, load (FILE) or --clear them")
+    tasks_cmd.add_argument("file", nargs="?", metavar="FILE",
+                           help="a JSON or YAML file (see assets/assignments/)")  # fmt: skip
+    tasks_cmd.add_argument("--clear", action="store_true", help="remove every assignment")
+    doing.add_parser("lesson", help="start a new lesson: the board shows what comes next")
+    for action in (board, tasks_cmd, doing.choices["lesson"]):
+        action.add_argument("--store", help="model store folder (default: the user cache)")
 
     b = sub.add_parser("bench", help="speed measurements that print a JSON last line")
     bsub = b.add_subparsers(dest="bench", required=True)
@@ -380,6 +400,66 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_class(args) -> int:
+    from core import classroom
+    from core.store import Store, atomic_write
+
+    room = classroom.Classroom(Store(args.store))
+    if args.action == "lesson":
+        started = room.new_lesson()
+        print(f"a new lesson started at {time.strftime('%H:%M', time.localtime(started))}: "
+              "the board shows the runs handed in from now on")  # fmt: skip
+        return 0
+    if args.action == "assignments":
+        return _class_assignments(room, args)
+    rows = room.board(assignment=args.assignment, best_only=not args.every_run)
+    titles = {a.id: a.text("title", "en") for a in room.assignments()}
+    if args.csv:
+        target = Path(args.csv)
+        if target.is_dir() or not target.parent.is_dir():
+            raise UserError(f"--csv {args.csv}: give a file name in a folder that exists")
+        atomic_write(target, classroom.to_csv(rows, titles).encode())
+        print(f"{len(rows)} run{'s' * (len(rows) != 1)} written to {target}")
+        return 0
+    if args.as_json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "owner"} for r in rows]))
+        return 0
+    for rank, r in enumerate(rows, 1):
+        task = titles.get(r["assignment"], r["assignment"]) or "free practice"
+        print(f"{rank:>3}. {r['student'][:24]:<24} {r['test_accuracy']:.4f}  F1 "
+              f"{r['macro_f1']:.4f}  {r['model']:<14} {task[:32]:<32} {r['run_id']}")  # fmt: skip
+    print(f"{len(rows)} run{'s' * (len(rows) != 1)} since "
+          f"{_since(room.lesson_start())} in {room.store.root}")  # fmt: skip
+    return 0
+
+
+def _class_assignments(room, args) -> int:
+    if args.clear and args.file:
+        raise UserError("give a file to load, or --clear, not both")
+    if args.clear:
+        room.clear_assignments()
+        print("assignments removed: students train freely")
+        return 0
+    if args.file:
+        source = Path(args.file)
+        if not source.is_file():
+            raise UserError(f"no file {args.file}")
+        with source.open("rb") as f:
+            data = f.read(64 * 1024 + 1)  # core.assignments refuses anything longer
+        items = room.load_assignments(data, source.name)
+        print(f"loaded {len(items)} assignment{'s' * (len(items) != 1)} from {source.name}: "
+              f"{', '.join(a.id for a in items)}")  # fmt: skip
+        return 0
+    for a in room.assignments():
+        print(f"{a.id}: {a.text('title', 'en')} (students choose {', '.join(a.free) or 'nothing'})")
+    print(f"{len(room.assignments())} assignments")
+    return 0
+
+
+def _since(start: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start else "the start"
+
+
 def cmd_report(args) -> int:
     from core import report
     from core.store import Store, atomic_write
@@ -508,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench,
                 "store": cmd_store, "export": cmd_export, "import": cmd_import,
-                "report": cmd_report}  # fmt: skip
+                "report": cmd_report, "class": cmd_class}  # fmt: skip
     try:
         _check_output(getattr(args, "json", None))
         return commands[args.command](args)

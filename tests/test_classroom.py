@@ -218,3 +218,36 @@ def test_a_student_never_sees_the_class_page(server, monkeypatch):
     at.run()
     assert [e.value for e in at.error] == ["This page is for the teacher."]
     assert not at.dataframe and not at.button
+
+
+def test_the_class_on_the_command_line(room, tiny_run, tmp_path, capsys):
+    from core import cli
+
+    where = ["--store", str(room.store.root)]
+
+    def run(*args) -> tuple[int, str, str]:
+        code = cli.main([*args, *where])
+        out, err = capsys.readouterr()
+        return code, out.strip(), err.strip()
+
+    code, said, _ = run("class", "assignments", str(SEED000))
+    assert (
+        code == 0 and said == "loaded 1 assignment from seed000-cnn-vs-mlp.yaml: seed000-cnn-vs-mlp"
+    )
+    room.set_name(ANA, "Ana")
+    room.hand_in(ANA, [tiny_run.run_id], "seed000-cnn-vs-mlp")
+    code, said, _ = run("class", "board")
+    first, last = said.splitlines()[0], said.splitlines()[-1]
+    assert code == 0 and "Ana" in first and tiny_run.run_id in first and "CNN against" in first
+    assert last.startswith("1 run since the start")
+    code, said, _ = run("class", "board", "--csv", str(tmp_path / "board.csv"))
+    assert code == 0 and said == f"1 run written to {tmp_path / 'board.csv'}"
+    assert (tmp_path / "board.csv").read_text().splitlines()[1].startswith("Ana,Seed 000")
+    code, said, _ = run("class", "board", "--json")
+    assert [r["student"] for r in json.loads(said)] == ["Ana"] and "owner" not in said
+    (tmp_path / "bad.yaml").write_text("- id: a\n  title: x\n  fixed: {lr: -1}\n")
+    code, said, err = run("class", "assignments", str(tmp_path / "bad.yaml"))
+    assert code == 2 and said == "" and err.startswith("error: assignment 'a': learning rate")
+    assert [a.id for a in room.assignments()] == ["seed000-cnn-vs-mlp"]  # kept
+    code, said, _ = run("class", "lesson")
+    assert code == 0 and "a new lesson started" in said and room.board() == []
