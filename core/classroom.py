@@ -17,17 +17,15 @@ spreadsheet reads it as text too, never as a formula.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
-import sqlite3
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from core import UserError, assignments
+from core.sqlite import Database
 from core.store import Store
 
 MAX_DISPLAY_NAME = 40
@@ -56,33 +54,10 @@ def anonymous(owner: str) -> str:
     return "#" + hashlib.sha256(owner.encode()).hexdigest()[:6]
 
 
-class Classroom:
+class Classroom(Database):
     def __init__(self, store: Store | None = None):
         self.store = store or Store()
-        self.path = Path(self.store.root) / "class.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._con().executescript(SCHEMA)
-
-    def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)  # fmt: skip
-            con.execute("PRAGMA journal_mode=WAL")
-            self._local.con = con
-        return con
-
-    @contextlib.contextmanager
-    def _tx(self):
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+        super().__init__(Path(self.store.root) / "class.sqlite3", SCHEMA)
 
     # -- display names -------------------------------------------------------------------
     def set_name(self, owner: str, name: str) -> str:

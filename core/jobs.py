@@ -45,6 +45,7 @@ from filelock import FileLock, Timeout
 
 from core import UserError
 from core.config import RunConfig, env_int, from_dict, to_dict
+from core.sqlite import Database
 from core.store import Store
 
 STATES = ("queued", "waiting", "running", "done", "diverged", "stopped", "failed")
@@ -159,39 +160,12 @@ def _unpack_preview(blob: bytes | None) -> dict:
                 "reconstructions": z["reconstructions"]}  # fmt: skip
 
 
-class JobDB:
-    """The queue's SQLite file (WAL: pages read while a worker writes). One connection per
-    thread; every write is one short transaction."""
+class JobDB(Database):
+    """The queue's SQLite file (core.sqlite: one connection per thread, WAL, every write one
+    short transaction)."""
 
     def __init__(self, root: str | Path):
-        self.path = Path(root) / "queue.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._con().executescript(SCHEMA)  # its own transaction
-
-    def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                  check_same_thread=False)  # fmt: skip
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con = con
-        return con
-
-    @contextlib.contextmanager
-    def _tx(self):
-        """One write transaction, taken at once (BEGIN IMMEDIATE: no lost updates between
-        processes checking a cap and inserting)."""
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+        super().__init__(Path(root) / "queue.sqlite3", SCHEMA)
 
     @staticmethod
     def _job(row: sqlite3.Row, full: bool = True) -> Job:

@@ -177,7 +177,9 @@ def test_a_student_works_on_an_assignment_with_its_fields_locked(server, monkeyp
     (job,) = queue.db.owned(ANA)
     assert job.cfg.model.name == "mlp" and job.cfg.model.hidden == (64,)
     assert job.cfg.train.epochs == 5 and job.cfg.train.lr == 1e-3
-    handed = room._con().execute("SELECT owner, run_id, assignment FROM handins").fetchall()
+    handed = [
+        tuple(r) for r in room._con().execute("SELECT owner, run_id, assignment FROM handins")
+    ]
     assert handed == [(ANA, job.key, "seed000-cnn-vs-mlp")]
 
 
