@@ -367,9 +367,7 @@ def cmd_export(args) -> int:
 
     store = Store(args.store)
     (run_id,) = _checked_runs(store, [args.run])
-    target = Path(args.out)
-    if target.is_dir() or not target.parent.is_dir():
-        raise UserError(f"--out {args.out}: give a file name in a folder that exists")
+    target = _output_file("--out", args.out)
     if store.meta(run_id) is None:
         raise UserError(f"run {run_id} is damaged (its files do not check out): nothing to export")
     checked = ""
@@ -415,9 +413,7 @@ def cmd_class(args) -> int:
     rows = room.board(assignment=args.assignment, best_only=not args.every_run)
     titles = {a.id: a.text("title", "en") for a in room.assignments()}
     if args.csv:
-        target = Path(args.csv)
-        if target.is_dir() or not target.parent.is_dir():
-            raise UserError(f"--csv {args.csv}: give a file name in a folder that exists")
+        target = _output_file("--csv", args.csv)
         atomic_write(target, classroom.to_csv(rows, titles).encode())
         print(f"{len(rows)} run{'s' * (len(rows) != 1)} written to {target}")
         return 0
@@ -466,14 +462,20 @@ def cmd_report(args) -> int:
 
     store = Store(args.store)
     (run_id,) = _checked_runs(store, [args.run])
-    target = Path(args.out)
-    if target.is_dir() or not target.parent.is_dir():
-        raise UserError(f"--out {args.out}: give a file name in a folder that exists")
+    target = _output_file("--out", args.out)
     base = args.app_url or os.environ.get(report.URL_ENV) or report.LOCAL_URL
     link = report.share_link(base, run_id, args.lang)
     atomic_write(target, report.build(store, run_id, args.lang, link).encode())
     print(f"report of {run_id} written to {target} ({target.stat().st_size / 1024:,.0f} KB)")
     return 0
+
+
+def _output_file(flag: str, given: str) -> Path:
+    """The file a command writes: a name in a folder that exists (UserError otherwise)."""
+    target = Path(given)
+    if target.is_dir() or not target.parent.is_dir():
+        raise UserError(f"{flag} {given}: give a file name in a folder that exists")
+    return target
 
 
 def _checked_runs(store, run_ids: list[str]) -> list[str]:
