@@ -178,3 +178,15 @@ def ray_head():
     finally:
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def stroke(page, canvas) -> None:
+    """A student's pen stroke across a sketchpad ``canvas`` (a Playwright locator): a
+    slanted line down its left half, as a trouser leg is drawn."""
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 25):
+        page.mouse.move(x0 + i * 3, y0 + i * 10, steps=2)
+    page.mouse.up()

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stroke
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]  # fmt: skip
+# The last two are the teacher's: the browser here is on the machine itself, with no key set.
 PAGES = ["home", "train", "evaluate", "compare", "embeddings", "inside", "autoencoder",
-         "experiments", "classify"]  # fmt: skip
+         "experiments", "classify", "class", "library"]  # fmt: skip
 
 pytestmark = [
     pytest.mark.browser,
@@ -257,13 +259,7 @@ def draw_a_stroke(page, frame, canvas_selector: str) -> None:
     """Drag the mouse across the sketchpad's canvas (inside ``frame``)."""
     canvas = frame.locator(canvas_selector).first
     canvas.wait_for(timeout=60_000)
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, 25):
-        page.mouse.move(x0 + i * 3, y0 + i * 10, steps=2)
-    page.mouse.up()
+    stroke(page, canvas)
 
 
 def test_the_classify_page_embeds_the_tab_and_a_drawing_gets_an_answer(server, browser):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, free_port
+from conftest import ROOT, TINY, free_port, stroke
 from PIL import Image
 from test_explain import png_header
 
@@ -374,13 +374,7 @@ def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
         # The page picks the brush for the student; wait for its model list to fill.
         page.wait_for_function("() => !document.body.innerText.includes('select the draw tool')",
                                timeout=30_000)  # fmt: skip
-        box = page.locator(f"#sketch-{lang} canvas").first.bounding_box()
-        x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.2
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        for i in range(1, 25):
-            page.mouse.move(x0 + i * 3, y0 + i * 10, steps=2)
-        page.mouse.up()
+        stroke(page, page.locator(f"#sketch-{lang} canvas").first)
         expect_note = "HiResCAM"
         page.wait_for_function(
             f"() => document.querySelector('#note-{lang}').innerText.includes('{expect_note}')",
