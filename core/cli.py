@@ -1,5 +1,5 @@
 """The command line: ``python -m core models | presets | train | ablate | sweep | store |
-export | import | report | class | bench``.
+export | import | report | calibrate | class | bench``.
 
 Bad input ends in one clear line on stderr and exit status 2, never a traceback.
 """
@@ -89,6 +89,14 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--app-url", metavar="URL",
                      help="the app's address, for the run's link (default: $CNN_CLASSROOM_URL, "
                      "else http://localhost:8501)")  # fmt: skip
+
+    cal = sub.add_parser("calibrate", help="how sure a run is, and should be: ECE and NLL on "
+                         "the test set before and after temperature scaling")  # fmt: skip
+    cal.add_argument("run", metavar="RUN", help="a classifier's run id (python -m core store list)")
+    cal.add_argument("--json", action="store_true", dest="as_json",
+                     help="print one JSON object: ece_before, ece_after, temperature, "
+                     "nll_before, nll_after")  # fmt: skip
+    cal.add_argument("--store", help="model store folder (default: the user cache)")
 
     room = sub.add_parser("class", help="the class: its board, its assignments, a new lesson")
     doing = room.add_subparsers(dest="action", required=True)
@@ -398,6 +406,30 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from core import calibration
+    from core.store import Store
+
+    store = Store(args.store)
+    (run_id,) = _checked_runs(store, [args.run])
+    meta = store.meta(run_id)
+    if meta is None:
+        raise UserError(f"run {run_id} is damaged (its files do not check out)")
+    if "classes" not in meta:
+        raise UserError(f"run {run_id} is an autoencoder: calibration is for classifiers")
+    found = calibration.calibrate(store, run_id)
+    if args.as_json:
+        print(json.dumps(found))
+        return 0
+    print(f"temperature {found['temperature']:.3f} (fitted on the validation split; "
+          f"{'over' if found['temperature'] > 1 else 'under'}-confident before)")  # fmt: skip
+    print(f"expected calibration error on the test set: {found['ece_before']:.4f} before, "
+          f"{found['ece_after']:.4f} after")  # fmt: skip
+    print(f"negative log-likelihood on the test set: {found['nll_before']:.4f} before, "
+          f"{found['nll_after']:.4f} after")  # fmt: skip
+    return 0
+
+
 def cmd_class(args) -> int:
     from core import classroom
     from core.store import Store, atomic_write
@@ -590,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"models": cmd_models, "presets": cmd_presets, "train": cmd_train,
                 "ablate": cmd_experiment, "sweep": cmd_experiment, "bench": cmd_bench,
                 "store": cmd_store, "export": cmd_export, "import": cmd_import,
-                "report": cmd_report, "class": cmd_class}  # fmt: skip
+                "report": cmd_report, "class": cmd_class,
+                "calibrate": cmd_calibrate}  # fmt: skip
     try:
         _check_output(getattr(args, "json", None))
         return commands[args.command](args)
