@@ -281,8 +281,11 @@ def train_or_load(
 
                 probs = tasks.of(cfg.model.name).test_probs(event.model, data)
                 meta = store.save(run_id, event.model, describe_run(cfg, data, event, probs))
-                if probs is not None:
+                if probs is not None:  # a classifier: what Evaluate's pages read, kept now
+                    from core.calibration import val_logits
+
                     store.save_test_probs(run_id, probs)
+                    val_logits(store, run_id, event.model, data)
                 stored = Stored(run_id, meta, cache_hit=False, model=event.model)
             yield event
             if isinstance(event, Diverged | Finished):

@@ -85,8 +85,11 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
-def figure_with(at: AppTest, trace_type: str) -> dict:
-    (found,) = [f for f in figures(at) if any(d.get("type") == trace_type for d in f["data"])]
+def figure_with(at: AppTest, trace_type: str, **where) -> dict:
+    """The one figure with a trace of ``trace_type`` (and ``where``'s attributes)."""
+    (found,) = [f for f in figures(at) if any(d.get("type") == trace_type and
+                                              all(d.get(k) == v for k, v in where.items())
+                                              for d in f["data"])]  # fmt: skip
     return found
 
 
@@ -199,7 +202,7 @@ def test_the_confusion_matrix_of_digits_names_all_ten_classes_on_both_axes(store
 
 def test_per_class_accuracy_is_sorted_from_the_hardest_class(store):
     meta = store["digits2"]
-    (bars,) = figure_with(open_page("evaluate", run=meta["run_id"]), "bar")["data"]
+    (bars,) = figure_with(open_page("evaluate", run=meta["run_id"]), "bar", orientation="h")["data"]
     accuracy = array(bars["x"])
     assert list(accuracy) == sorted(accuracy)  # ascending, drawn top-down (autorange reversed)
     expected = {name: r["accuracy"] for name, r in meta["test"]["per_class"].items()}
@@ -370,3 +373,43 @@ def test_a_link_with_someones_token_does_not_make_its_opener_that_student(monkey
     mine = at.session_state["user"]
     assert mine != "0123456789abcdef" and len(mine) == 16
     assert "user" not in at.query_params
+
+
+# -- Evaluate: calibration -----------------------------------------------------------------
+def test_the_reliability_diagram_follows_the_temperature_and_a_bin_shows_exactly_its_images(
+    named_store,
+):
+    """Issue 21, item 1: at the fitted temperature the diagram is the scaled probabilities'
+    reliability; another temperature moves it; a clicked bin lists its test images, all of
+    them and only them."""
+    from core import calibration as cal
+    from core import data as datasets
+    from core.config import from_dict
+
+    meta = named_store["digits"]
+    store = Store(named_store["root"])
+    at = open_page("evaluate", run=meta["run_id"])
+    probs = store.test_probs(meta["run_id"])
+    data = datasets.load(from_dict(meta["config"]).data)
+    fitted = cal.fit_temperature(store.read_array(store.run_file(meta["run_id"], cal.VAL_LOGITS),
+                                 (data.y_val.size, 10)), data.y_val)  # fmt: skip
+    (slider,) = [s for s in at.select_slider if s.key == f"ev_t_{meta['run_id']}"]
+    assert slider.value == round(fitted, 2)
+    shown = cal.reliability(cal.scaled(cal.as_logits(probs), slider.value), data.y_test)
+    bars = figure_with(at, "bar", name="accuracy in the bin")["data"][0]
+    assert list(array(bars["y"])) == pytest.approx([a or 0 for a in shown["accuracy"]])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Calibration error (T = 1)"] == f"{cal.ece(probs, data.y_test):.4f}"
+    assert metrics["Calibration error at this T"] == f"{shown['ece']:.4f}"
+    slider.set_value(4.0).run()
+    hot = cal.reliability(cal.scaled(cal.as_logits(probs), 4.0), data.y_test)
+    assert {m.label: m.value for m in at.metric}["Calibration error at this T"] == (
+        f"{hot['ece']:.4f}"
+    )
+    fullest = int(np.argmax(hot["counts"]))
+    at.session_state["cal_bin"] = (meta["run_id"], fullest)
+    at.run()
+    count = hot["counts"][fullest]
+    assert any(m.value.startswith(f"{count} test images with confidence") for m in at.markdown)
+    (pictures,) = [h.proto.body for h in at.get("html") if 'data-gallery="bin"' in h.proto.body]
+    assert pictures.count("<img ") == min(count, PER_PAGE)

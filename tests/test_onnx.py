@@ -7,6 +7,7 @@ check: the same top-1 class on 1,000 Fashion-MNIST test images and logits within
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -39,13 +40,14 @@ def ort_logits(path, images: np.ndarray) -> np.ndarray:
 def test_a_run_exports_to_onnx_that_onnxruntime_runs_to_the_same_answers(
     tiny_run, tmp_path, capsys
 ):
-    out = tmp_path / "model.onnx"
+    out, root = tmp_path / "model.onnx", tmp_path / "store"
+    shutil.copytree(tiny_run.root, root)  # the export is kept beside the run
     code, said, err = run(capsys, "export", tiny_run.run_id, "--format", "onnx", "--out",
-                          str(out), "--store", str(tiny_run.root))  # fmt: skip
+                          str(out), "--store", str(root))  # fmt: skip
     assert code == 0 and err == "", err
     assert said.startswith(f"exported {tiny_run.run_id} to {out} (onnx, ")
     assert "onnxruntime agrees on" in said and len(said.splitlines()) == 1
-    model, meta = Store(tiny_run.root).load_model(tiny_run.run_id)
+    model, meta = Store(root).load_model(tiny_run.run_id)
     images = ox._test_images(meta, 1000)
     theirs = ort_logits(out, images)
     ours = predict_logits(model, images).numpy()
@@ -144,8 +146,6 @@ def test_an_export_that_disagrees_is_refused_in_one_line(tiny_run, tmp_path, cap
 def test_the_evaluate_page_prepares_the_onnx_file_then_offers_it(tiny_run, tmp_path, monkeypatch):
     """The page exports only when asked; the file is then kept, so the next visitor (here
     a new session) is offered the download at once, with its size."""
-    import shutil
-
     import streamlit as st
     from conftest import ROOT
     from streamlit.testing.v1 import AppTest

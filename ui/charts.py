@@ -4,6 +4,7 @@ pages pick what to show and call one of these."""
 from __future__ import annotations
 
 import html
+import itertools
 import math
 
 import numpy as np
@@ -317,3 +318,41 @@ def class_map(coords, y, classes: list[str], revision: str, pred=None, trace=go.
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     return fig, traces
+
+
+def reliability(found: dict, temperature: float):
+    """A reliability diagram: one bar per bin of confidence at its accuracy (hover: its
+    images and mean confidence), the diagonal a calibrated model would follow, and each
+    bin's gap to its mean confidence in red. A click on a bar selects its bin (point index:
+    the bin's number, empty bins included)."""
+    edges = found["edges"]
+    centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+    width = edges[1] - edges[0]
+    accuracy = [a if a is not None else 0 for a in found["accuracy"]]
+    sure = [c if c is not None else m for c, m in zip(found["confidence"], centres, strict=True)]
+    bins = zip(itertools.pairwise(edges), found["counts"], found["accuracy"],
+               found["confidence"], strict=True)  # fmt: skip
+    words = [t("ch_bin_hover", lo=pct(lo, 0), hi=pct(hi, 0), n=num(n),
+               acc=pct(a) if n else "—", conf=pct(c) if n else "—")
+             for (lo, hi), n, a, c in bins]  # fmt: skip
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=centres, y=accuracy, width=width * 0.92, name=t("ch_bin_accuracy"),
+                         marker={"color": TRAIN_COLOR}, customdata=words,
+                         hovertemplate="%{customdata}<extra></extra>"))  # fmt: skip
+    fig.add_trace(go.Bar(x=centres, y=[s - a if n else 0 for s, a, n in
+                                       zip(sure, accuracy, found["counts"], strict=True)],
+                         base=accuracy, width=width * 0.92, name=t("ch_bin_gap"),
+                         marker={"color": "rgba(214,39,40,0.35)",
+                                 "line": {"color": "#d62728", "width": 1}},
+                         hoverinfo="skip"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name=t("ch_bin_ideal"),
+                             line={"color": "#555", "dash": "dash"}, hoverinfo="skip"))  # fmt: skip
+    ticks = [0, 0.2, 0.4, 0.6, 0.8, 1]
+    labels = [pct(v, 0) for v in ticks]
+    fig.update_xaxes(range=[0, 1], tickvals=ticks, ticktext=labels,
+                     title_text=t("ch_bin_x", temp=num(temperature, 2)))  # fmt: skip
+    fig.update_yaxes(range=[0, 1], tickvals=ticks, ticktext=labels, title_text=t("ch_bin_y"))
+    fig.update_layout(barmode="overlay", height=380, clickmode="event+select",
+                      legend={"orientation": "h", "y": 1.1},
+                      margin={"t": 30, "b": 10, "l": 10, "r": 10})  # fmt: skip
+    return localized(fig)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import metrics, presets
+from core import calibration, metrics, presets
 from core import report as html_report
 from ui import runs
-from ui.charts import confusion, curves, per_class
+from ui.charts import confusion, curves, per_class, reliability
 from ui.exports import onnx_ui
 from ui.gallery import gallery, page
-from ui.i18n import class_name, lang, num, paper_source, pct, styled, t
+from ui.i18n import class_name, decimal_slider, lang, num, paper_source, pct, styled, t
 from ui.runs import data_of, pick_run, test_probs
 from ui.state import store
 from ui.text import DASH, plain
@@ -20,6 +20,7 @@ from ui.text import DASH, plain
 GALLERY_LIMIT = 48  # images of a clicked cell per page
 PICKER = "ev_run"  # the run picker's key
 CELL = "cm_cell"  # session: (run id, cell number) of the last clicked cell
+BIN = "cal_bin"  # session: (run id, bin number) of the last clicked reliability bar
 SCORES = ("precision", "recall", "f1")
 
 
@@ -139,6 +140,72 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
             [bool(pred[i] == data.y_test[i]) for i in idx], columns=12, name=mode)  # fmt: skip
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def fitted_temperature(run_id: str) -> float:
+    """The temperature fitted on the run's validation split (its logits are kept beside the
+    run once computed: a run trained before them computes them here, once)."""
+    net, meta = runs.model(run_id)
+    data = data_of(meta)
+    return calibration.fit_temperature(calibration.val_logits(store(), run_id, net, data),
+                                       data.y_val)  # fmt: skip
+
+
+def calibration_ui(meta: dict, probs: np.ndarray, data) -> None:
+    """The reliability diagram at a temperature the reader picks (the fitted one first), the
+    calibration error before and at it, and the clicked bin's test images."""
+    st.subheader(t("ev_calibration"))
+    st.caption(t("ev_calibration_help"))
+    run_id = meta["run_id"]
+    with st.spinner(t("ev_calibrating")):
+        fitted = round(fitted_temperature(run_id), 2)
+    logits = calibration.as_logits(probs)
+    left, right = st.columns([2, 3])
+    with left:
+        temperature = decimal_slider(st, t("ev_temperature"), 0.25, 4.0, fitted, step=0.05,
+                                     key=f"ev_t_{run_id}",
+                                     help=t("ev_temperature_help"))  # fmt: skip
+        now = calibration.scaled(logits, temperature)
+        found = calibration.reliability(now, data.y_test)
+        a, b = st.columns(2)
+        a.metric(t("ev_ece_before"), num(calibration.ece(probs, data.y_test), 4),
+                 help=t("ev_help_ece"))  # fmt: skip
+        b.metric(t("ev_ece_now"), num(found["ece"], 4), help=t("ev_help_ece"),
+                 delta=num(found["ece"] - calibration.ece(probs, data.y_test), 4),
+                 delta_color="inverse")  # fmt: skip
+        a.metric(t("ev_fitted_t"), num(fitted, 2))
+        b.metric(t("ev_nll_now", before=num(calibration.nll(probs, data.y_test), 4)),
+                 num(calibration.nll(now, data.y_test), 4))  # fmt: skip
+    key = f"ev_rel_{run_id}"
+
+    def clicked() -> None:
+        points = st.session_state[key]["selection"]["points"]
+        bins = [p["point_index"] for p in points if p.get("curve_number") == 0]
+        st.session_state[BIN] = (run_id, int(bins[0])) if bins else None
+
+    with right:
+        st.plotly_chart(reliability(found, temperature), key=key, on_select=clicked,
+                        selection_mode="points")  # fmt: skip
+    picked = st.session_state.get(BIN)
+    if not picked or picked[0] != run_id:
+        st.caption(t("ev_click_bin"))
+        return
+    number = picked[1]
+    idx = np.flatnonzero(found["bin"] == number)
+    lo, hi = found["edges"][number], found["edges"][number + 1]
+    if not len(idx):
+        st.info(t("ev_bin_empty"))
+        return
+    st.markdown(t("ev_bin", n=num(len(idx)), lo=pct(lo, 0), hi=pct(hi, 0),
+                  acc=pct(found["accuracy"][number])))  # fmt: skip
+    names = [class_name(c) for c in meta["classes"]]
+    shown = idx[page(len(idx), GALLERY_LIMIT, key=f"ev_bin_page_{number}")]
+    pred = now.argmax(1)
+    gallery(data.x_test[shown],
+            [f"{names[pred[i]]} {pct(now[i, pred[i]], 0)} ({names[data.y_test[i]]})"
+             for i in shown],
+            [bool(pred[i] == data.y_test[i]) for i in shown], columns=12, name="bin")  # fmt: skip
+
+
 def download_ui(meta: dict, probs: np.ndarray, data) -> None:
     """The run's report as one HTML file (core.report), made only when clicked: Streamlit
     calls ``make`` on another thread, outside this run, so it holds all it needs."""
@@ -192,6 +259,7 @@ def main() -> None:
         per_class_ui(meta)
     cell_gallery_ui(meta, probs, data)
     top_losses_ui(meta, probs, data)
+    calibration_ui(meta, probs, data)
 
 
 main()
