@@ -33,9 +33,10 @@ import numpy as np
 
 from core import UserError, access, classify, explain, preprocess
 from core.device import cores
-from ui.text import LANGUAGES, class_name, number, plain, run_label, text
+from ui.text import LANGUAGES, class_name, number, percent, plain, run_label, text
 
 TOP_K = 5  # classes shown in the answer
+UNSURE = 50  # percent: below it the answer says "not sure" (the page's slider starts here)
 SHOWN = 224  # pixels the 28x28 pictures are enlarged to (nearest neighbour: crisp pixels)
 CANVAS = 400  # the sketchpad's side, in pixels
 MAX_FILE_SIZE = classify.MAX_FILE_BYTES  # refused by the server before any of our code runs
@@ -109,19 +110,27 @@ class ClassifyTab:
         return gr.update(choices=options, value=best), ready
 
     # -- classifying -----------------------------------------------------------------------
-    def _answer(self, path: str | None, run_id: str | None, lang: str):
-        """(label value, what it sees, where it looked, explanation) for one image file."""
+    def _answer(self, path: str | None, run_id: str | None, lang: str, unsure: float = 0):
+        """(the answer, what it sees, where it looked, explanation) for one image file; the
+        answer says "not sure" and keeps the three best guesses when the best is below
+        ``unsure`` percent."""
         if path is None:
-            return None, None, None, text("cls_prompt", lang)
+            return _label(None, lang), None, None, text("cls_prompt", lang)
         if not run_id:
-            return None, None, None, text("cls_no_run", lang)
+            return _label(None, lang), None, None, text("cls_no_run", lang)
         try:
             image = self.classifier.read(path, inside=_upload_folder())
             pred = self.classifier.predict(image, run_id)
             heat, method = self.classifier.heatmap(pred)
         except UserError as e:
-            return None, None, None, f"⚠️ {_message(e, lang)}"
-        label = {class_name(name, lang): p for name, p in pred.top(len(pred.classes))}
+            return _label(None, lang), None, None, f"⚠️ {_message(e, lang)}"
+        ranked = pred.top(len(pred.classes))
+        doubt = ""
+        if 100 * ranked[0][1] < (unsure or 0):
+            ranked = ranked[:3]
+            doubt = text("cls_not_sure", lang, p=percent(pred.top(1)[0][1], lang, 0),
+                         limit=percent((unsure or 0) / 100, lang, 0)) + "\n\n"  # fmt: skip
+        label = _label({class_name(name, lang): p for name, p in ranked}, lang, bool(doubt))
         seen = _picture(pred.x)
         looked = explain.overlay(seen, explain.enlarge((heat * 255).astype(np.uint8),
                                  seen.shape[0] // heat.shape[0]) / 255.0)  # fmt: skip
@@ -132,24 +141,25 @@ class ClassifyTab:
                          size=size)  # fmt: skip
         # gr.Markdown renders links: a class of somebody's zip is shown as text.
         why = text(f"cls_explain_{method}", lang, name=plain(top), model=meta["model"])
-        return label, seen, looked, f"{seen_note}\n\n{why}"
+        return label, seen, looked, f"{doubt}{seen_note}\n\n{why}"
 
-    def from_sketch(self, editor, run_id: str | None, lang: str):
+    def from_sketch(self, editor, run_id: str | None, lang: str, unsure: float = 0):
         """The sketchpad's flattened picture (its "composite")."""
         composite = editor.get("composite") if isinstance(editor, dict) else None
         if _path_of(composite) is None:
-            return None, None, None, text("cls_prompt", lang)
-        return self._answer(_path_of(composite), run_id, lang)
+            return _label(None, lang), None, None, text("cls_prompt", lang)
+        return self._answer(_path_of(composite), run_id, lang, unsure)
 
-    def from_photo(self, payload, run_id: str | None, lang: str):
-        return self._answer(_path_of(payload), run_id, lang)
+    def from_photo(self, payload, run_id: str | None, lang: str, unsure: float = 0):
+        return self._answer(_path_of(payload), run_id, lang, unsure)
 
-    def again(self, source: str, editor, photo, run_id: str | None, lang: str):
-        """Another model picked: answer again for the picture last given ("sketch" or
-        "photo")."""
+    def again(self, source: str, editor, photo, run_id: str | None, lang: str,
+              unsure: float = 0):  # fmt: skip
+        """Another model or threshold picked: answer again for the picture last given
+        ("sketch" or "photo")."""
         if source == "photo":
-            return self.from_photo(photo, run_id, lang)
-        return self.from_sketch(editor, run_id, lang)
+            return self.from_photo(photo, run_id, lang, unsure)
+        return self.from_sketch(editor, run_id, lang, unsure)
 
     def api(self, payload) -> dict:
         """``/classify``: one image file -> {class: probability} from the best stored run
@@ -164,6 +174,13 @@ class ClassifyTab:
         except UserError as e:
             raise gr.Error(_message(e, "en"), print_exception=False) from None
         return dict(pred.top(len(pred.classes)))
+
+
+def _label(value: dict | None, lang: str, unsure: bool = False) -> dict:
+    """The answer component's update: the classes and their probabilities (None: empty),
+    headed by the top class, or, when not sure, by no class and a title that says so."""
+    title = text("cls_answer_unsure" if unsure else "cls_answer", lang)
+    return gr.update(value=value, show_heading=not unsure, label=title)
 
 
 def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
@@ -206,21 +223,24 @@ def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
                                 format="png", buttons=[])  # fmt: skip
                 looked = gr.Image(label=tx("cls_heat"), interactive=False, height=SHOWN + 40,
                                   format="png", buttons=[])  # fmt: skip
+            unsure = gr.Slider(0, 95, value=UNSURE, step=5, label=tx("cls_unsure"),
+                               info=tx("cls_unsure_info"), elem_id=f"unsure-{lang}")  # fmt: skip
             note = gr.Markdown(tx("cls_prompt"), elem_id=f"note-{lang}")
 
     outputs = [answer, seen, looked, note]
     source = gr.State("sketch")  # which picture was given last: a new model answers for it
     quiet = {"api_visibility": "private", "preprocess": False, "show_progress": "minimal"}
-    drawn = sketch.change(tab.from_sketch, [sketch, run, language], outputs,
+    drawn = sketch.change(tab.from_sketch, [sketch, run, language, unsure], outputs,
                           trigger_mode="always_last", **quiet)  # fmt: skip
     drawn.then(lambda: "sketch", None, source, api_visibility="private")
-    given = photo.change(tab.from_photo, [photo, run, language], outputs, **quiet)
+    given = photo.change(tab.from_photo, [photo, run, language, unsure], outputs, **quiet)
     given.then(lambda: "photo", None, source, api_visibility="private")
     # The editor's own trash button, pressed for the student: setting the sketchpad's value
     # from the server (returning None) left it waiting on a timer that never ended, drawing
     # nothing until the page was reloaded (Gradio 6.31).
     clear.click(None, js=_CLEAR.replace("SKETCH", f"sketch-{lang}"), api_visibility="private")
-    run.change(tab.again, [source, sketch, photo, run, language], outputs, **quiet)
+    for picked in (run.change, unsure.release):
+        picked(tab.again, [source, sketch, photo, run, language, unsure], outputs, **quiet)
     for trigger in (demo.load, refresh.click):  # the list fills when the page opens
         trigger(tab.choices, language, [run, status], api_visibility="private")
     demo.load(None, js=_page_script(lang))

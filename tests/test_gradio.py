@@ -297,8 +297,10 @@ def tab(store_root):
 def test_a_photo_gets_an_answer_what_the_model_sees_and_where_it_looked(tab, tmp_path, lang):
     path, _ = digit_file(tmp_path)
     run_id = tab.classifier.best()
-    label, seen, looked, note = tab.from_photo(upload(path.read_bytes()), run_id, lang)
+    answer, seen, looked, note = tab.from_photo(upload(path.read_bytes()), run_id, lang)
+    label = answer["value"]
     assert len(label) == 10 and sum(label.values()) == pytest.approx(1, abs=1e-5)
+    assert answer["show_heading"] and not note.startswith("**")
     assert seen.shape == (224, 224) and seen.dtype == np.uint8
     assert looked.shape == (224, 224, 3)
     assert ("HiResCAM" in note) and ("28×28" in note)
@@ -312,17 +314,38 @@ def test_page_errors_are_messages_in_the_pages_language(tab, tmp_path, lang):
               "es": ("dibuja algo primero", "No es una imagen legible")}[lang]  # fmt: skip
     blank = upload(png(Image.new("RGBA", (400, 400), (0, 0, 0, 0))))
     label, seen, looked, note = tab.from_sketch({"composite": blank}, run_id, lang)
-    assert (label, seen, looked) == (None, None, None) and expect[0] in note
+    assert (label["value"], seen, looked) == (None, None, None) and expect[0] in note
     garbage = upload(b"not an image at all" * 10)
     assert expect[1] in tab.from_photo(garbage, run_id, lang)[3]
     # A path the client made up, outside the upload folder: refused like garbage.
     made_up = {"path": str(ROOT / "gradio_app.py"), "meta": {"_type": "gradio.FileData"}}
     assert expect[1] in tab.from_photo(made_up, run_id, lang)[3]
     # Nothing yet (a cleared sketch, no photo): the prompt, no error.
-    assert tab.from_sketch(None, run_id, lang)[0] is None
-    assert tab.from_photo(None, run_id, lang)[0] is None
+    assert tab.from_sketch(None, run_id, lang)[0]["value"] is None
+    assert tab.from_photo(None, run_id, lang)[0]["value"] is None
     missing = tab.from_photo(upload(png(Image.new("L", (50, 50), 255))), "0" * 20, lang)
-    assert missing[0] is None and "⚠️" in missing[3]
+    assert missing[0]["value"] is None and "⚠️" in missing[3]
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_below_the_unsure_threshold_the_answer_says_not_sure_and_keeps_three(tab, tmp_path,
+                                                                            lang):  # fmt: skip
+    """Issue 21, item 1: the threshold is the student's; the same picture is answered when
+    the model is sure enough, and "not sure" with its three best guesses when not."""
+    path, _ = digit_file(tmp_path)
+    photo, run_id = upload(path.read_bytes()), tab.classifier.best()
+    answer, *_ = tab.from_photo(photo, run_id, lang, 0)
+    best = max(answer["value"].values())
+    sure, *_ = tab.from_photo(photo, run_id, lang, 100 * best - 1)
+    assert sure["show_heading"] and len(sure["value"]) == 10
+    doubt, *_, said = tab.again("photo", None, photo, run_id, lang, 100 * best + 1)
+    top3 = dict(sorted(answer["value"].items(), key=lambda kv: -kv[1])[:3])
+    assert doubt["value"] == top3 and not doubt["show_heading"]
+    words = {
+        "en": ("Not sure: its three best guesses", "**Not sure.**"),
+        "es": ("No está seguro: sus tres mejores apuestas", "**No está seguro.**"),
+    }[lang]
+    assert doubt["label"] == words[0] and said.startswith(words[1])
 
 
 def test_a_new_model_answers_for_the_picture_given_last(tab, tmp_path):
@@ -330,7 +353,7 @@ def test_a_new_model_answers_for_the_picture_given_last(tab, tmp_path):
     photo = upload(path.read_bytes())
     blank = {"composite": upload(png(Image.new("RGBA", (400, 400), (0, 0, 0, 0))))}
     run_id = tab.classifier.best()
-    assert tab.again("photo", blank, photo, run_id, "en")[0] is not None
+    assert tab.again("photo", blank, photo, run_id, "en")[0]["value"] is not None
     assert "draw something first" in tab.again("sketch", blank, photo, run_id, "en")[3]
 
 
