@@ -387,3 +387,73 @@ def projection(
 
     coords = cached_projection(key, compute, root, on_wait)
     return Projection(coords, key.filename(), bool(computed), time.perf_counter() - started)
+
+
+# -- a map that moves while the network learns -------------------------------------------------
+LIVE_POINTS = 2000  # test images mapped after every epoch (a fixed, seeded sample)
+LIVE_MAP = "live-map.npy"  # a run's frames, kept beside it (Store.run_file)
+
+
+class LiveMap:
+    """The test images' penultimate features after each epoch, in one frame that does not
+    jump: each epoch's two principal components, then turned (and flipped, and scaled) onto
+    the previous epoch's points as closely as possible (orthogonal Procrustes). So a point
+    moves only as far as the network moved it, and the classes are seen pulling apart."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, points: int = LIVE_POINTS,
+                 seed: int = 0):  # fmt: skip
+        count = min(points, len(labels))
+        self.index = sample(len(labels), count, seed)
+        self.images, self.labels = np.ascontiguousarray(images[self.index]), labels[self.index]
+        self.frames: list[np.ndarray] = []
+
+    @classmethod
+    def of(cls, data_cfg) -> LiveMap:
+        from core import data as datasets
+
+        data = datasets.load(data_cfg)
+        return cls(data.x_test, data.y_test)
+
+    def add(self, model, epoch: int) -> dict:
+        """Map the features after ``epoch``; the preview a page draws: {"epoch", "frames"
+        (epochs, points, 2), "labels", "index" (the test images mapped)}."""
+        xy = frame(features(model, self.images), self.frames[-1] if self.frames else None)
+        self.frames.append(xy)
+        return {"epoch": epoch, "frames": np.stack(self.frames), "labels": self.labels,
+                "index": self.index}  # fmt: skip
+
+    def keep(self, store, run_id: str) -> None:
+        store.write_array(store.run_file(run_id, LIVE_MAP), np.stack(self.frames))
+
+
+def sample(total: int, count: int, seed: int = 0) -> np.ndarray:
+    """The test images a live map shows: ``count`` of ``total``, seeded, in order."""
+    return np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
+
+
+def frame(feats: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+    """Features (N, D) as 2-D points of unit spread, aligned to ``previous`` (N, 2) when
+    given. Collapsed or broken features (a diverging network) give all points at 0."""
+    from scipy.linalg import orthogonal_procrustes
+
+    try:
+        xy = pca(mappable(feats), 2)
+    except CollapsedFeatures:
+        xy = np.zeros((len(feats), 2), np.float32)
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    xy = xy - xy.mean(axis=0)
+    spread = float(np.sqrt((xy**2).sum(axis=1).mean()))
+    if spread > 0:
+        xy = xy / spread
+    if previous is not None and spread > 0 and np.abs(previous).sum() > 0:
+        turn, _ = orthogonal_procrustes(xy, previous)
+        xy = xy @ turn
+    return xy.astype(np.float32)
+
+
+def kept_frames(store, meta: dict) -> np.ndarray | None:
+    """A finished run's live-map frames (epochs, points, 2), when it was trained with one."""
+    epochs = len(meta.get("history", {}).get("epoch", []))
+    points = min(LIVE_POINTS, meta["dataset"]["sizes"]["test"])
+    return store.read_array(store.run_file(meta["run_id"], LIVE_MAP), (epochs, points, 2))

@@ -83,6 +83,7 @@ class Job:
     message: str = ""  # divergence reason, error or restart note, for people
     version: int = 0  # bumped on every update: readers redraw only when it changed
     map_after: bool = True  # compute the test set's t-SNE map once the run is stored
+    live_map: bool = False  # map the test set's features after every epoch (core.embed.LiveMap)
     group: str | None = None  # the sweep or ablation set it belongs to
     attempts: int = 0  # starts so far (a restart re-queues a running job)
 
@@ -127,6 +128,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cache_hit INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
     map_after INTEGER NOT NULL DEFAULT 1,
+    live_map INTEGER NOT NULL DEFAULT 0,    -- map the features after every epoch
     stop INTEGER NOT NULL DEFAULT 0,        -- the owner asked it to stop
     attempts INTEGER NOT NULL DEFAULT 0,    -- updates from an older attempt are ignored
     version INTEGER NOT NULL DEFAULT 0,
@@ -140,13 +142,13 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 
 
 def _pack_preview(preview: dict) -> bytes | None:
+    """A task's preview (an epoch number and numpy arrays) as one .npz blob."""
     if not preview:
         return None
     import numpy as np
 
     buf = io.BytesIO()
-    np.savez(buf, epoch=preview["epoch"], originals=preview["originals"],
-             reconstructions=preview["reconstructions"])  # fmt: skip
+    np.savez(buf, **preview)
     return buf.getvalue()
 
 
@@ -156,8 +158,7 @@ def _unpack_preview(blob: bytes | None) -> dict:
     import numpy as np
 
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return {"epoch": int(z["epoch"]), "originals": z["originals"],
-                "reconstructions": z["reconstructions"]}  # fmt: skip
+        return {k: int(z[k]) if k == "epoch" else z[k] for k in z.files}
 
 
 class JobDB(Database):
@@ -166,6 +167,10 @@ class JobDB(Database):
 
     def __init__(self, root: str | Path):
         super().__init__(Path(root) / "queue.sqlite3", SCHEMA)
+        with self._tx() as con:  # a queue kept by an older version: its new column
+            columns = {r["name"] for r in con.execute("PRAGMA table_info(jobs)")}
+            if "live_map" not in columns:
+                con.execute("ALTER TABLE jobs ADD COLUMN live_map INTEGER NOT NULL DEFAULT 0")
 
     @staticmethod
     def _job(row: sqlite3.Row, full: bool = True) -> Job:
@@ -174,6 +179,7 @@ class JobDB(Database):
             key=row["key"], state=row["state"], created=row["created"], started=row["started"],
             finished=row["finished"], run_id=row["run_id"], cache_hit=bool(row["cache_hit"]),
             message=row["message"], version=row["version"], map_after=bool(row["map_after"]),
+            live_map=bool(row["live_map"]),
             group=row["grp"], attempts=row["attempts"],
             history=json.loads(row["history"]) if full else {},
             progress=json.loads(row["progress"]),
@@ -240,10 +246,10 @@ class JobDB(Database):
             if live >= max_live:
                 raise QueueFull(max_live)
             con.executemany(
-                "INSERT INTO jobs (id, owner, grp, cfg, key, state, created, map_after) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                "INSERT INTO jobs (id, owner, grp, cfg, key, state, created, map_after, "
+                "live_map) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                 [(j.id, j.owner, j.group, json.dumps(to_dict(j.cfg)), j.key, j.created,
-                  int(j.map_after)) for j in jobs],
+                  int(j.map_after), int(j.live_map)) for j in jobs],
             )  # fmt: skip
 
     def claim(self, job_id: str) -> int | None:
@@ -554,7 +560,7 @@ class RayWorkers:
 
         inputs = {run: self.store.export_files(run) for run in starting_runs(job.cfg)}
         gen = self._task.options(num_cpus=self.cpus, num_gpus=gpus).remote(
-            to_dict(job.cfg), job.key, inputs, job.map_after, self.cpus)  # fmt: skip
+            to_dict(job.cfg), job.key, inputs, job.map_after, self.cpus, job.live_map)  # fmt: skip
         with self._lock:
             self._active[job_id] = (attempt, gen)
         threading.Thread(target=self._follow, args=(job_id, attempt, gen), daemon=True,
@@ -599,10 +605,10 @@ class RayWorkers:
         self.ray.shutdown()
 
 
-def _ray_task(cfg_dict, key, inputs, map_after, threads):
+def _ray_task(cfg_dict, key, inputs, map_after, threads, live_map=False):
     from core.worker import ray_task
 
-    yield from ray_task(cfg_dict, key, inputs, map_after, threads)
+    yield from ray_task(cfg_dict, key, inputs, map_after, threads, live_map)
 
 
 # -- the queue ------------------------------------------------------------------------------
@@ -651,7 +657,8 @@ class JobQueue:
         against the owner's cap, and at most ``max_variants`` of them are taken."""
         return self._queue(self._plans(cfgs), owner, map_after)
 
-    def request(self, cfgs: list[RunConfig], owner: str, map_after: bool = True) -> Request:
+    def request(self, cfgs: list[RunConfig], owner: str, map_after: bool = True,
+                live_map: bool = False) -> Request:  # fmt: skip
         """The runs of ``cfgs`` that are neither stored nor already waiting or running for
         ``owner``, queued as one submission; each config is planned once."""
         from core.runs import plan
@@ -668,8 +675,8 @@ class JobQueue:
                 pending += 1
             else:
                 todo[planned.run_id] = planned
-        return Request(self._queue(self._checked(list(todo.values())), owner, map_after),
-                       stored, pending, run_ids)  # fmt: skip
+        queued = self._queue(self._checked(list(todo.values())), owner, map_after, live_map)
+        return Request(queued, stored, pending, run_ids)
 
     def states(self, cfgs: list[RunConfig], owner: str) -> list[RunState]:
         """Where each run of ``cfgs`` stands for ``owner``: stored (its metadata), or the
@@ -703,12 +710,13 @@ class JobQueue:
             check_size(planned.cfg)
         return plans
 
-    def _queue(self, plans: list, owner: str, map_after: bool) -> list[Job]:
+    def _queue(self, plans: list, owner: str, map_after: bool,
+               live_map: bool = False) -> list[Job]:  # fmt: skip
         if not plans:
             return []
         group = uuid.uuid4().hex[:12] if len(plans) > 1 else None
         jobs = [Job(uuid.uuid4().hex[:12], owner, p.cfg, key=p.run_id, map_after=map_after,
-                    group=group) for p in plans]  # fmt: skip
+                    live_map=live_map, group=group) for p in plans]  # fmt: skip
         self.db.insert(jobs, self.max_queued)
         self._wake.set()
         return jobs

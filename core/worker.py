@@ -53,16 +53,21 @@ class _History:
 
 
 def execute(planned, store, stop: threading.Event, map_after: bool = True,
-            precompute_maps: bool = True,
-            idle: Callable[[], bool] = lambda: True) -> Iterator[dict]:  # fmt: skip
+            precompute_maps: bool = True, idle: Callable[[], bool] = lambda: True,
+            live_map: bool = False) -> Iterator[dict]:  # fmt: skip
     """Train ``planned`` (a core.runs.Plan) into ``store``, yielding updates for the job's
     record: ``{"state", "progress", "history", "preview"}`` while it runs, then a final one
     with ``state`` done (``run_id``, ``cache_hit``), diverged, or stopped (and a ``message``).
 
     A new run's t-SNE map is computed right after it, in this process, when ``idle()`` says
     no other job waits for the worker (seconds that would otherwise hold up every student
-    behind it; the Embeddings page computes a missing map when someone asks)."""
+    behind it; the Embeddings page computes a missing map when someone asks).
+
+    ``live_map`` (a classifier): after every epoch the preview carries the test images'
+    features mapped in one frame (core.embed.LiveMap), and the finished run keeps them
+    beside it for a replay."""
     from core import tasks
+    from core.embed import LiveMap
     from core.jobs import PARTIAL
     from core.runs import Stored, Waiting, train_or_load
     from core.train import BatchEnd, Diverged, EpochEnd, Finished
@@ -71,6 +76,7 @@ def execute(planned, store, stop: threading.Event, map_after: bool = True,
     task = tasks.of(cfg.model.name)
     history, progress, preview = _History(), {}, {}
     originals = task.preview_images(cfg.data)
+    mapper = LiveMap.of(cfg.data) if live_map and task.has_accuracy else None
     last, done = 0.0, False
 
     def update(state: str, **final) -> dict:
@@ -100,6 +106,8 @@ def execute(planned, store, stop: threading.Event, map_after: bool = True,
             history.append("epoch", event.epoch)
             if originals is not None:
                 preview = task.preview(event.model, originals, event.epoch)
+            if mapper is not None:
+                preview = mapper.add(event.model, event.epoch)
             last = time.monotonic()
             yield update("running")
         elif isinstance(event, Diverged):
@@ -112,6 +120,8 @@ def execute(planned, store, stop: threading.Event, map_after: bool = True,
         elif isinstance(event, Stored):
             history.series = {k: list(v) for k, v in event.meta["history"].items()}
             done = True
+            if mapper is not None and mapper.frames and not event.cache_hit:
+                mapper.keep(store, event.run_id)
             yield update("done", run_id=event.run_id, cache_hit=event.cache_hit)
             # The generator goes on after Stored: the run's map, when make_map() says so.
     if not done:
@@ -205,7 +215,7 @@ def run_job(db, store, job_id: str, attempt: int, maps: bool = True) -> None:
         idle = lambda: not db.rows(("queued",), "id")  # noqa: E731 - nobody waits for a worker
         planned = Plan(job.cfg, job.key)
         for update in execute(planned, store, stop, job.map_after, precompute_maps=maps,
-                              idle=idle):  # fmt: skip
+                              idle=idle, live_map=job.live_map):  # fmt: skip
             if not db.update(job_id, attempt, update):
                 stop.set()  # re-queued or removed meanwhile: this attempt is no longer wanted
             if db.stop_requested(job_id):
@@ -223,7 +233,8 @@ def one_line(e: BaseException) -> str:
 
 
 # -- on a Ray cluster ------------------------------------------------------------------------
-def ray_task(cfg_dict: dict, key: str, inputs: dict, map_after: bool, threads: int):
+def ray_task(cfg_dict: dict, key: str, inputs: dict, map_after: bool, threads: int,
+             live_map: bool = False):  # fmt: skip
     """A Ray task (a streaming generator): train in a store of this node's own and yield the
     same updates as a local worker; the last one carries the run's files, which the
     server's queue writes into its store (the nodes need not share a disk). ``cfg_dict`` and
@@ -244,7 +255,7 @@ def ray_task(cfg_dict: dict, key: str, inputs: dict, map_after: bool, threads: i
             store.import_files(run_id, files)
         planned = Plan(from_dict(cfg_dict), key)
         for update in execute(planned, store, threading.Event(), map_after,
-                              precompute_maps=False):  # fmt: skip
+                              precompute_maps=False, live_map=live_map):  # fmt: skip
             if update["state"] == "done":
                 update = update | {"files": store.export_files(update["run_id"])}
             yield update

@@ -16,17 +16,18 @@ from ui.i18n import num, t
 from ui.state import classroom, jobs, user
 
 
-def start(cfg, key: str = "job", assignment: str = "") -> None:
+def start(cfg, key: str = "job", assignment: str = "", live_map: bool = False) -> None:
     """Queue a job for ``cfg`` unless it is stored (then it shows at once) or this visitor
     already has one waiting or running for it (then that one shows); either id is kept in
     the URL.
 
     A page reads ``st.session_state[key]`` (a job id) or ``[key + "_stored"]`` (a run id;
     "stored" for the Train page's "job") to know what to show. The run counts as this
-    visitor's hand-in (under ``assignment``) on the teacher's class board.
+    visitor's hand-in (under ``assignment``) on the teacher's class board; ``live_map``: the
+    job maps the test images' features after every epoch (core.embed.LiveMap).
     """
     stored = "stored" if key == "job" else f"{key}_stored"
-    asked = jobs().request([cfg], user())
+    asked = jobs().request([cfg], user(), live_map=live_map)
     classroom().hand_in(user(), asked.run_ids, assignment)
     run = None if asked.queued else jobs().states([cfg], user())[0]
     if run is not None and run.meta is not None:

@@ -6,19 +6,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from core import UserError, models, presets, recipes, schema
+from core import UserError, models, presets, recipes, schema, tasks
 from core.assignments import Assignment
 from core.config import ModelConfig, RunConfig, from_dict
 from core.data import BUILTIN
 from core.data import uploads as photo_sets
+from core.embed import kept_frames, sample
 from core.schema import FIELDS
-from ui.charts import counts, curves
+from ui.charts import class_map, counts, curves, moving_map
 from ui.i18n import lang, num, pct, preset_summary, renamed_folders, t
 from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
-from ui.state import LOAD, classroom, jobs, store, user
+from ui.state import LOAD, classroom, dataset, jobs, store, user
 from ui.text import plain
 from ui.widgets import BAD, field_widget
 
@@ -302,6 +304,8 @@ def finished_ui(run_id: str) -> None:
     if "accuracy" in test:
         st.page_link("views/evaluate.py", label=t("tr_open_evaluate"), icon=":material/fact_check:")
     name_ui(run_id, "tr_name", t("tr_name"), t("tr_help_name"))
+    if "accuracy" in test:
+        replay_ui(meta)
 
 
 def stored_view(run_id: str) -> None:
@@ -312,6 +316,38 @@ def stored_view(run_id: str) -> None:
     finished_ui(run_id)
     st.plotly_chart(curves(meta["history"], overfit=meta.get("overfitting_epoch")),
                     key="stored_curves")  # fmt: skip
+
+
+LIVE_MAP = "tr_live_map"  # the session's opt-in to the moving map
+
+
+def live_map_aside(classes: list[str]):
+    """What a live job shows beside its curves when it maps its features: the test images'
+    map after the last epoch (a new frame each epoch)."""
+
+    def aside(column, snap: dict) -> None:
+        preview = snap["preview"]
+        if "frames" not in preview:
+            column.caption(t("tr_map_soon"))
+            return
+        fig, _ = class_map(preview["frames"][-1], preview["labels"], classes, "live-map",
+                           trace=go.Scatter, height=420, select=False, size=5)  # fmt: skip
+        column.plotly_chart(fig, key="live_map")
+        column.caption(t("tr_map_epoch", epoch=preview["epoch"], n=num(len(preview["labels"]))))
+
+    return aside
+
+
+def replay_ui(meta: dict) -> None:
+    """A finished run trained with the moving map: its epochs, replayed."""
+    frames = kept_frames(store(), meta)
+    if frames is None:
+        return
+    index = sample(meta["dataset"]["sizes"]["test"], frames.shape[1])
+    labels = dataset(from_dict(meta["config"]).data).y_test[index]
+    st.subheader(t("tr_map_replay"))
+    st.caption(t("tr_map_replay_help", n=num(len(index))))
+    st.plotly_chart(moving_map(frames, labels, list(meta["classes"])), key="replay_map")
 
 
 def done_ui(snap: dict) -> None:
@@ -365,10 +401,12 @@ def main() -> None:
             cfg = None
     with top:
         running = job is not None and not job.is_final
-        c1, c2, _ = st.columns([1, 1, 4])
+        c1, c2, c3 = st.columns([1, 1, 4], vertical_alignment="center")
+        c3.checkbox(t("tr_live_map"), key=LIVE_MAP, help=t("tr_live_map_help"))
         if c1.button(t("tr_start"), type="primary", disabled=running or cfg is None):
             try:
-                start(cfg, assignment=task.id if task else "")
+                start(cfg, assignment=task.id if task else "",
+                      live_map=st.session_state.get(LIVE_MAP, False))  # fmt: skip
             except UserError as e:
                 st.error(str(e))
             else:
@@ -378,7 +416,10 @@ def main() -> None:
         if st.session_state.get("stored") and job is None:
             stored_view(st.session_state.stored)
         elif job is not None:
-            show_job(job, "live", done_ui)
+            aside = None
+            if job.live_map and tasks.of(job.cfg.model.name).has_accuracy:
+                aside = live_map_aside(list(dataset(job.cfg.data).classes))
+            show_job(job, "live", done_ui, aside=aside)
         else:
             st.caption(t("tr_curves_here"))
     if job is None and not st.session_state.get("stored"):  # the chart code loads meanwhile
