@@ -33,6 +33,7 @@ PAGES = [
     ("inside", ":material/layers:"),
     ("autoencoder", ":material/compress:"),
     ("experiments", ":material/science:"),
+    ("pretraining", ":material/school:"),
     ("classify", ":material/draw:"),
 ]
 TEACHER_PAGES = [("class", ":material/groups:"), ("library", ":material/inventory_2:")]  # teacher's

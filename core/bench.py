@@ -96,3 +96,38 @@ def time_to_accuracy(target: float, preset: str = "fast") -> dict:
         "dataset": data.name,
         "train_images": int(np.size(data.y_train)),
     }
+
+
+def pretraining(labels: tuple[int, ...], store=None, dataset: str = "fashion-mnist",
+                ae_epochs: int | None = None, progress=print) -> dict:  # fmt: skip
+    """Issue 21's question, on the command line: the autoencoder once, then every start on
+    every labelled set (core.pretraining), each run trained or found in ``store``. Returns
+    {"rows": [{"labels", start: test accuracy...}], "seconds", ...}; ``progress(line)``
+    hears of each run as it ends."""
+    from core import pretraining as pre
+    from core.runs import Stored, train_or_load
+    from core.store import Store
+
+    store = store or Store()
+    start = time.perf_counter()
+
+    def stored(cfg: RunConfig) -> dict:
+        return next(e for e in train_or_load(cfg, store) if isinstance(e, Stored)).meta
+
+    ae = stored(pre.autoencoder(dataset, ae_epochs or pre.AE_EPOCHS))
+    progress(f"autoencoder {ae['run_id']}: test MSE {ae['test']['mse']:.4f}")
+    rows = []
+    for n in labels:
+        row = {"labels": n}
+        for start_name in pre.STARTS:
+            meta = stored(pre.cell(start_name, n, ae["run_id"], dataset).cfg)
+            row[start_name] = meta["test"]["accuracy"]
+            row[f"{start_name}_run"] = meta["run_id"]
+            progress(f"{n:>6} labelled, {start_name:<11} test accuracy "
+                     f"{meta['test']['accuracy']:.4f}  ({meta['run_id']})")  # fmt: skip
+        rows.append(row)
+    from core import seed001
+
+    return {"bench": "pretraining", "dataset": dataset, "autoencoder": ae["run_id"],
+            "rows": rows, "seed001_accuracy": seed001.CLASSIFIER_ACCURACY,
+            "seconds": time.perf_counter() - start}  # fmt: skip

@@ -31,6 +31,9 @@ PAGES = [
     "inside",
     "autoencoder",
     "experiments",
+    "pretraining",
+    "class",
+    "library",
 ]  # fmt: skip  (Classify is the Gradio tab: tests/test_gradio*.py)
 
 

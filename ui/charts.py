@@ -386,3 +386,30 @@ def moving_map(frames: np.ndarray, y, classes: list[str], height: int = 480):
         margin={"t": 10, "b": 90, "l": 10, "r": 10},
     )  # fmt: skip
     return fig
+
+
+def pretraining_chart(rows: list[dict], starts: list[str], paper: float | None = None):
+    """Test accuracy against labelled images (log scale), one line per start, each point a
+    stored run; ``paper``: seed 001's reported accuracy, dashed, for comparison."""
+    fig = go.Figure()
+    palette = qualitative.D3
+    for k, start in enumerate(starts):
+        mine = sorted((r for r in rows if r["start"] == start), key=lambda r: r["labels"])
+        fig.add_trace(go.Scatter(
+            x=[r["labels"] for r in mine], y=[r["accuracy"] for r in mine],
+            mode="lines+markers", name=t(f"pt_start_{start}"),
+            line={"color": palette[k % len(palette)], "width": 3}, marker={"size": 9},
+            customdata=[pct(r["accuracy"]) for r in mine],
+            hovertemplate="%{x} → %{customdata}<extra>%{fullData.name}</extra>",
+        ))  # fmt: skip
+    if paper is not None:
+        fig.add_hline(y=paper, line={"dash": "dash", "color": "#555"},
+                      annotation_text=t("pt_paper_line", acc=pct(paper, 0)),
+                      annotation_position="bottom right")  # fmt: skip
+    ticks = sorted({r["labels"] for r in rows}) or [100, 1000]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[num(v) for v in ticks],
+                     title_text=t("pt_x"))  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", title_text=t("pt_y"))
+    fig.update_layout(height=420, legend={"orientation": "h", "y": 1.12},
+                      margin={"t": 30, "b": 10, "l": 10, "r": 10})  # fmt: skip
+    return localized(fig)
