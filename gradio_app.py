@@ -239,8 +239,9 @@ def _page(demo: gr.Blocks, tab: ClassifyTab, lang: str) -> None:
     # from the server (returning None) left it waiting on a timer that never ended, drawing
     # nothing until the page was reloaded (Gradio 6.31).
     clear.click(None, js=_CLEAR.replace("SKETCH", f"sketch-{lang}"), api_visibility="private")
-    for picked in (run.change, unsure.release):
-        picked(tab.again, [source, sketch, photo, run, language, unsure], outputs, **quiet)
+    for picked in (run.change, unsure.change):  # the latest value only, not every step
+        picked(tab.again, [source, sketch, photo, run, language, unsure], outputs,
+               trigger_mode="always_last", **quiet)  # fmt: skip
     for trigger in (demo.load, refresh.click):  # the list fills when the page opens
         trigger(tab.choices, language, [run, status], api_visibility="private")
     demo.load(None, js=_page_script(lang))

@@ -405,6 +405,16 @@ def test_a_stroke_on_the_sketchpad_gets_a_prediction(served, lang):
         )
         assert "%" in answer.inner_text()
         assert ("Red marks" in note.inner_text()) == (lang == "en")
+        # The student asks for 95% sure: the same drawing now reads "not sure", three guesses.
+        box = page.locator(f"#unsure-{lang} input[type=number]")
+        box.fill("95")
+        box.press("Enter")
+        page.wait_for_function(
+            f"() => document.querySelector('#note-{lang}').innerText.includes('Not sure.')",
+            timeout=30_000,
+        )
+        assert "Not sure: its three best guesses" in answer.inner_text()
+        assert answer.inner_text().count("%") == 3
         browser.close()
 
 
