@@ -44,12 +44,16 @@ st.set_page_config(
     layout="wide",
 )
 language_picker()
+# The teacher's pages exist for everyone, so their address answers a student with one line
+# ("This page is for the teacher.") rather than Streamlit's "Page not found"; they are listed
+# for the teacher only.
+teacher = is_teacher()
 navigation = [
-    st.Page(
-        f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name, default=name == "home"
-    )
-    for name, icon in PAGES + (TEACHER_PAGES if is_teacher() else [])
-]
+    st.Page(f"views/{name}.py", title=t(f"nav_{name}"), icon=icon, url_path=name,
+            default=name == "home",
+            visibility="visible" if teacher or (name, icon) not in TEACHER_PAGES else "hidden")
+    for name, icon in PAGES + TEACHER_PAGES
+]  # fmt: skip
 # Known before the class password is asked for (the page asked for opens once it is
 # given), listed only after.
 admitted = class_admitted()

@@ -46,7 +46,8 @@ COLUMNS = ("student", "assignment", "model", "dataset", "test_accuracy", "macro_
 
 def clean_name(name: str) -> str:
     """A display name as kept: printable characters, spaces collapsed, at most 40."""
-    return " ".join("".join(c for c in str(name) if c.isprintable()).split())[:MAX_DISPLAY_NAME]
+    kept = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in str(name))
+    return " ".join(kept.split())[:MAX_DISPLAY_NAME]
 
 
 def anonymous(owner: str) -> str:
@@ -83,13 +84,18 @@ class Classroom(Database):
 
     # -- hand-ins ------------------------------------------------------------------------
     def hand_in(self, owner: str, run_ids: list[str], assignment: str = "") -> None:
-        """Record that ``owner`` started these runs (under ``assignment``)."""
+        """Record that ``owner`` started these runs (under ``assignment``), now: a run handed
+        in again (after a new lesson, say) counts from now."""
         if assignment and assignment not in {a.id for a in self.assignments()}:
             raise UserError(f"no assignment {assignment!r} is open in this class")
         now = time.time()
         with self._tx() as con:
             rows = [(owner, run_id, assignment, now) for run_id in dict.fromkeys(run_ids)]
-            con.executemany("INSERT OR IGNORE INTO handins VALUES (?, ?, ?, ?)", rows)
+            con.executemany(
+                "INSERT INTO handins VALUES (?, ?, ?, ?) ON CONFLICT (owner, "
+                "run_id, assignment) DO UPDATE SET created = excluded.created",
+                rows,
+            )
             con.execute("DELETE FROM handins WHERE created < (SELECT created FROM handins "
                         "ORDER BY created DESC LIMIT 1 OFFSET ?)", (KEEP_HANDINS - 1,))  # fmt: skip
 
@@ -135,7 +141,8 @@ class Classroom(Database):
     def board(self, since: float | None = None, assignment: str | None = None,
               best_only: bool = True) -> list[dict]:  # fmt: skip
         """The hand-ins since ``since`` (default: this lesson's start) of stored classifier
-        runs, best test accuracy first: every one, or each student's best per assignment.
+        runs, best test accuracy first: every one, or each student's best of each model per
+        assignment (an assignment that compares models wants the best of each).
         ``assignment``: only that assignment's ("" for free practice; None: all)."""
         since = self.lesson_start() if since is None else since
         query, args = (
@@ -168,26 +175,33 @@ class Classroom(Database):
             })  # fmt: skip
         rows.sort(key=lambda r: (-r["test_accuracy"], r["handed_in"]))
         if best_only:
-            seen: set[tuple[str, str]] = set()
-            rows = [r for r in rows if (r["owner"], r["assignment"]) not in seen
-                    and not seen.add((r["owner"], r["assignment"]))]  # fmt: skip
+            seen: set[tuple[str, str, str]] = set()
+            rows = [r for r in rows if (key := (r["owner"], r["assignment"], r["model"]))
+                    not in seen and not seen.add(key)]  # fmt: skip
         return rows
 
 
-def to_csv(rows: list[dict], titles: dict[str, str] | None = None) -> str:
-    """The board as CSV for a spreadsheet (``titles``: an assignment id's title). Every
-    text cell that a spreadsheet would read as a formula (=, +, -, @, a tab) starts with
-    an apostrophe, so a student named ``=HYPERLINK(...)`` stays a name."""
+def to_csv(rows: list[dict], titles: dict[str, str] | None = None, lang: str = "en") -> str:
+    """The board as CSV for a spreadsheet (``titles``: an assignment id's title). In Spanish
+    (``lang``) the cells are separated by semicolons and decimals written with a comma, as a
+    Spanish spreadsheet reads them. Every text cell that a spreadsheet would read as a
+    formula (=, +, -, @, a tab) starts with an apostrophe, so a student named
+    ``=HYPERLINK(...)`` stays a name."""
     titles = titles or {}
+    comma = lang == "es"
+
+    def decimal(value: float | None, digits: int) -> str:
+        text = "" if value is None else f"{value:.{digits}f}"
+        return text.replace(".", ",") if comma else text
+
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, delimiter=";" if comma else ",")
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow([
             _cell(r["student"]), _cell(titles.get(r["assignment"], r["assignment"])),
-            _cell(r["model"]), _cell(r["dataset"]), f"{r['test_accuracy']:.4f}",
-            f"{r['macro_f1']:.4f}",
-            "" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
+            _cell(r["model"]), _cell(r["dataset"]), decimal(r["test_accuracy"], 4),
+            decimal(r["macro_f1"], 4), decimal(r["train_seconds"], 1),
             datetime.fromtimestamp(r["handed_in"]).isoformat(timespec="seconds"), r["run_id"],
         ])  # fmt: skip
     return out.getvalue()

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 import streamlit as st
-from conftest import ROOT
+from conftest import ROOT, TINY
 from streamlit.testing.v1 import AppTest
 
 from core import UserError, assignments
@@ -150,6 +150,12 @@ def server(tiny_run, tmp_path, monkeypatch):
     st.cache_resource.clear()
 
 
+def picker(at: AppTest, label: str):
+    """The selectbox labelled ``label`` (its key changes with the language and options)."""
+    (found,) = [s for s in at.selectbox if s.label == label]
+    return found
+
+
 def app(owner: str, page: str, lang: str = "en") -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.session_state["user"], at.query_params["lang"] = owner, lang
@@ -163,7 +169,7 @@ def test_a_student_works_on_an_assignment_with_its_fields_locked(server, monkeyp
     room.load_assignments(SEED000.read_bytes(), SEED000.name)
     monkeypatch.setattr("ui.state.on_this_machine", lambda: False)
     at = app(ANA, "train")
-    at.selectbox(key="tr_assignment").select("seed000-cnn-vs-mlp").run()
+    picker(at, "Assignment").select("seed000-cnn-vs-mlp").run()
     assert not at.exception
     assert any("CNN against an MLP" in m.value for m in at.markdown)
     locked = at.dataframe[0].value
@@ -209,7 +215,7 @@ def test_the_teacher_sees_the_board_filters_it_and_loads_assignments(server, tin
     next(b for b in at.button if b.key == "cl_ex_seed003-ablations.yaml").click().run()
     assert [a.id for a in room.assignments()] == ["seed003-full", "seed003-ablations"]
     assert "Loaded 2 assignments" in at.success[0].value
-    at.selectbox(key="cl_filter").select("seed003-full").run()
+    picker(at, "Show the runs of").select("seed003-full").run()
     assert not at.dataframe and "No finished runs" in at.info[0].value
 
 
@@ -253,3 +259,61 @@ def test_the_class_on_the_command_line(room, tiny_run, tmp_path, capsys):
     assert [a.id for a in room.assignments()] == ["seed000-cnn-vs-mlp"]  # kept
     code, said, _ = run("class", "lesson")
     assert code == 0 and "a new lesson started" in said and room.board() == []
+
+
+def test_a_run_handed_in_again_after_a_new_lesson_counts_in_it(room, tiny_run):
+    room.hand_in(ANA, [tiny_run.run_id])
+    room.new_lesson()
+    assert room.board() == []
+    room.hand_in(ANA, [tiny_run.run_id])  # "already trained": answered from the store
+    assert [r["owner"] for r in room.board()] == [ANA]
+
+
+def test_the_best_of_each_model_stays_on_the_board(room, tiny_run):
+    from core.runs import Stored, train_or_load
+
+    other = replace(TINY, model=replace(TINY.model, name="cnn_small"))
+    cnn = next(e for e in train_or_load(other, room.store) if isinstance(e, Stored))
+    room.load_assignments(SEED000.read_bytes(), SEED000.name)
+    room.hand_in(ANA, [tiny_run.run_id, cnn.run_id], "seed000-cnn-vs-mlp")
+    assert sorted(r["model"] for r in room.board()) == ["cnn_small", "mlp"]
+
+
+def test_the_spanish_csv_is_what_a_spanish_spreadsheet_reads(room, tiny_run):
+    room.set_name(ANA, "José\tPeña")
+    room.hand_in(ANA, [tiny_run.run_id])
+    (row,) = room.board()
+    assert row["student"] == "José Peña"  # a tab is a space
+    header, line = to_csv([row], lang="es").splitlines()
+    assert header.startswith("student;assignment;model;")
+    cells = line.split(";")
+    assert cells[0] == "José Peña" and cells[4] == f"{row['test_accuracy']:.4f}".replace(".", ",")
+
+
+def test_a_student_opening_the_class_page_gets_one_line_not_page_not_found(server,
+                                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setattr("ui.state.on_this_machine", lambda: False)
+    at = app(BEN, "class", lang="es")
+    assert [e.value for e in at.error] == ["Esta página es para el profesor."]
+    assert not at.dataframe and not at.button
+
+
+def test_a_removed_assignment_is_said_and_the_form_is_free_practice(server, monkeypatch):
+    room, _ = server
+    room.load_assignments(SEED000.read_bytes(), SEED000.name)
+    monkeypatch.setattr("ui.state.on_this_machine", lambda: False)
+    at = app(ANA, "train", lang="es")
+    picker(at, "Tarea").select("seed000-cnn-vs-mlp").run()
+    at.text_input(key="as_seed000-cnn-vs-mlp_hidden").input("0").run()
+    assert not at.exception
+    assert "Ese valor está fuera de lo que admite Capas densas ocultas" in at.error[0].value
+    assert at.dataframe  # the fixed settings are still shown
+    start = next(b for b in at.button if b.label == "Comenzar")
+    assert start.disabled
+    locked = dict(zip(*at.dataframe[0].value.to_dict("list").values(), strict=True))
+    assert locked["Tasa de aprendizaje"] == "0,001"
+    assert locked["Volteo horizontal aleatorio"] == "no"
+    room.load_assignments(SEED003.read_bytes(), SEED003.name)  # the teacher changes them
+    at.run()
+    assert "ya no está abierta" in at.warning[0].value
+    assert picker(at, "Tarea").value == ""

@@ -25,8 +25,10 @@ def onnx_ui(meta: dict) -> None:
     kept = store().run_file(run_id, ox.FILE)
     st.caption(t("dl_onnx_help", n=num(ox.CHECK_IMAGES)))
     if not kept.is_file():
-        if not st.button(t("dl_onnx_prepare"), key=f"dl_onnx_{run_id}"):
+        slot = st.empty()  # the button goes once pressed: the download takes its place
+        if not slot.button(t("dl_onnx_prepare"), key=f"dl_onnx_{run_id}"):
             return
+        slot.empty()
         if not ONE_AT_A_TIME.acquire(blocking=False):
             with st.spinner(t("dl_onnx_waiting")):
                 ONE_AT_A_TIME.acquire()

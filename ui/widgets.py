@@ -4,6 +4,8 @@ value as the config holds it."""
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from core import UserError
@@ -76,3 +78,18 @@ def field_widget(f: Field, value, key: str, high: float | None = None, slider: b
         return int(where.number_input(label, int(f.low), int(top), value, help=help_text,
                                       key=key))  # fmt: skip
     return where.text_input(label, value or "", help=help_text, key=key)
+
+
+def spoken_select(where, label: str, options: list, words: dict, key: str, **more):
+    """A selectbox whose options are named in the page's language (``words``): the widget's
+    own key carries the language and the options, so a language switch or new options draw a
+    new widget (the browser otherwise keeps showing an unchanged pick's old label); the pick
+    itself is kept under ``key`` and survives both."""
+    spoken = [str(words[o]) for o in options]
+    version = hashlib.sha1(repr((lang(), [str(o) for o in options], spoken)).encode()).hexdigest()
+    kept = st.session_state.get(key)
+    index = options.index(kept) if kept in options else 0
+    picked = where.selectbox(label, options, index=index, format_func=words.get,
+                             key=f"{key}__{version[:10]}", **more)  # fmt: skip
+    st.session_state[key] = picked
+    return picked

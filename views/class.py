@@ -4,22 +4,29 @@ the navigation for the teacher only (ui.state.is_teacher), and refused to anyone
 
 from __future__ import annotations
 
+import codecs
 import time
 from datetime import datetime
 
 import pandas as pd
 import streamlit as st
 
-from core import UserError
+from core import UserError, schema
 from core.assignments import MAX_BYTES, examples
 from core.classroom import to_csv
 from ui.i18n import lang, num, pct, styled, t
 from ui.runs import share_link
 from ui.state import classroom, is_teacher
 from ui.text import DASH, plain
+from ui.widgets import spoken_select
 
 BOARD_EVERY = 10  # seconds between redraws of the board (students hand in meanwhile)
 EVERYONE = "\0all"  # the filter's "every assignment" (no assignment id can be this)
+
+
+def plural(key: str, n: int) -> str:
+    """ "1 run", "3 runs": ``key`` holds the one and the many ({n} in each)."""
+    return t(f"{key}_one" if n == 1 else f"{key}_many", n=num(n))
 
 
 def titles() -> dict[str, str]:
@@ -43,12 +50,8 @@ def lesson_ui() -> None:
 def board_ui() -> None:
     names = titles()
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    options = [EVERYONE, *names]
-    if st.session_state.get("cl_filter") not in options:
-        st.session_state.pop("cl_filter", None)
-    picked = c1.selectbox(t("cl_filter"), options, key="cl_filter",
-                          format_func=lambda o: t("cl_every_assignment") if o == EVERYONE
-                          else names[o])  # fmt: skip
+    words = {EVERYONE: t("cl_every_assignment")} | names
+    picked = spoken_select(c1, t("cl_filter"), list(words), words, key="cl_filter")
     best = c2.toggle(t("cl_best_only"), value=True, key="cl_best", help=t("cl_best_help"))
     rows = classroom().board(assignment=None if picked == EVERYONE else picked, best_only=best)
     if not rows:
@@ -57,14 +60,14 @@ def board_ui() -> None:
     frame = pd.DataFrame({
         t("cl_rank"): range(1, len(rows) + 1),
         t("cl_student"): [r["student"] for r in rows],
-        t("cl_assignment"): [names.get(r["assignment"], r["assignment"]) for r in rows],
-        t("cl_model"): [r["model"] for r in rows],
-        t("cl_dataset"): [r["dataset"] for r in rows],
         t("cl_accuracy"): [r["test_accuracy"] for r in rows],
         t("cl_f1"): [r["macro_f1"] for r in rows],
+        t("cl_open"): [share_link(r["run_id"]) for r in rows],
+        t("cl_model"): [r["model"] for r in rows],
+        t("cl_assignment"): [names.get(r["assignment"], r["assignment"]) for r in rows],
         t("cl_seconds"): [r["train_seconds"] for r in rows],
         t("cl_when"): [datetime.fromtimestamp(r["handed_in"]).strftime("%H:%M") for r in rows],
-        t("cl_open"): [share_link(r["run_id"]) for r in rows],
+        t("cl_dataset"): [r["dataset"] for r in rows],
     })  # fmt: skip
     # Numbers stay numbers (the columns sort as such), written in the page's language.
     shown = (styled(frame, digits=4)
@@ -72,12 +75,14 @@ def board_ui() -> None:
              .format(lambda v: num(v, 1), subset=[t("cl_seconds")]))  # fmt: skip
     st.dataframe(shown, hide_index=True, width="stretch", placeholder=DASH,
                  column_config={t("cl_open"): st.column_config.LinkColumn(
-                     display_text=t("cl_open_text"))})  # fmt: skip
+                     display_text=t("cl_open_text")),
+                     t("cl_student"): st.column_config.TextColumn(width="medium")})  # fmt: skip
     students = len({r["owner"] for r in rows})
-    st.caption(t("cl_board_summary", runs=num(len(rows)), students=num(students),
-                 every=BOARD_EVERY))  # fmt: skip
+    st.caption(t("cl_board_summary", runs=plural("cl_runs", len(rows)),
+                 students=plural("cl_students", students), every=BOARD_EVERY))  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M")
-    st.download_button(t("cl_csv"), data=to_csv(rows, names), file_name=f"class-{stamp}.csv",
+    table = codecs.BOM_UTF8 + to_csv(rows, names, lang()).encode()  # the mark: Excel reads UTF-8
+    st.download_button(t("cl_csv"), data=table, file_name=f"class-{stamp}.csv",
                        mime="text/csv", icon=":material/download:", on_click="ignore",
                        key="cl_csv")  # fmt: skip
 
@@ -87,7 +92,7 @@ def assignments_ui() -> None:
     st.caption(t("cl_assignments_help"))
     offered = classroom().assignments()
     for a in offered:
-        free = ", ".join(a.free) or DASH
+        free = ", ".join(schema.field(name).label(lang()) for name in a.free) or DASH
         st.markdown(t("cl_assignment_line", title=plain(a.text("title", lang())), id=a.id,
                       free=plain(free)))  # fmt: skip
     if not offered:
@@ -100,8 +105,9 @@ def assignments_ui() -> None:
         classroom().clear_assignments()
         st.session_state["cl_said"] = ("ok", t("cl_cleared"))
         st.rerun()
-    st.file_uploader(t("cl_upload"), type=["json", "yaml", "yml"], key="cl_file",
-                     help=t("cl_upload_help"), on_change=_uploaded,
+    box = f"cl_file_{st.session_state.get('cl_files', 0)}"  # a new box once a file is read
+    st.file_uploader(t("cl_upload"), type=["json", "yaml", "yml"], key=box,
+                     help=t("cl_upload_help"), on_change=_uploaded, args=(box,),
                      max_upload_size=1)  # MB: a file is at most MAX_BYTES  # fmt: skip
     if said := st.session_state.pop("cl_said", None):
         (st.error if said[0] == "error" else st.success)(said[1])
@@ -113,21 +119,29 @@ def _load(data: bytes, name: str) -> None:
     except UserError as e:
         st.session_state["cl_said"] = ("error", t("cl_bad_file", why=plain(str(e))))
     else:
-        st.session_state["cl_said"] = ("ok", t("cl_loaded", n=len(items), name=plain(name)))
+        st.session_state["cl_said"] = (
+            "ok",
+            t("cl_loaded", n=plural("cl_assignments_n", len(items)), name=plain(name)),
+        )
     st.rerun()
 
 
-def _uploaded() -> None:
-    """The upload box changed (runs before the page): load its assignments, or say why not."""
-    file = st.session_state.get("cl_file")
+def _uploaded(box: str) -> None:
+    """The upload box changed (runs before the page): load its assignments, or say why not;
+    either way the box is emptied (a refused file left in it would look loaded)."""
+    file = st.session_state.get(box)
     if file is None:
         return
+    st.session_state["cl_files"] = st.session_state.get("cl_files", 0) + 1
     try:
         items = classroom().load_assignments(file.getvalue()[: MAX_BYTES + 1], file.name)
     except UserError as e:
         st.session_state["cl_said"] = ("error", t("cl_bad_file", why=plain(str(e))))
     else:
-        st.session_state["cl_said"] = ("ok", t("cl_loaded", n=len(items), name=plain(file.name)))
+        st.session_state["cl_said"] = (
+            "ok",
+            t("cl_loaded", n=plural("cl_assignments_n", len(items)), name=plain(file.name)),
+        )
 
 
 def main() -> None:

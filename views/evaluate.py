@@ -239,7 +239,7 @@ def main() -> None:
     data = data_of(meta)
     probs = test_probs(meta["run_id"])
     summary_ui(meta)
-    share, model_file, download = st.columns([2, 2, 1], vertical_alignment="top")
+    share, model_file, download = st.columns([4, 4, 3], vertical_alignment="top")
     with share:
         runs.share_ui(meta["run_id"])
     with model_file, st.expander(t("dl_title")):

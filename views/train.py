@@ -17,12 +17,12 @@ from core.data import uploads as photo_sets
 from core.embed import kept_frames, sample
 from core.schema import FIELDS
 from ui.charts import class_map, counts, curves, moving_map
-from ui.i18n import lang, num, pct, preset_summary, renamed_folders, t
+from ui.i18n import lang, num, pct, preset_summary, rate, renamed_folders, t
 from ui.job_panel import show_job, start
 from ui.runs import choose, name_ui
 from ui.state import LOAD, classroom, dataset, jobs, store, user
 from ui.text import plain
-from ui.widgets import BAD, field_widget
+from ui.widgets import BAD, field_widget, spoken_select
 
 CUSTOM = "—"
 PRESET, BASE, FORM = "tr_preset", "tr_base", "tr_form"  # session keys of the form's state
@@ -126,18 +126,22 @@ ASSIGNMENT = "tr_assignment"  # session and URL key of the picked assignment
 
 def assignment_picker() -> Assignment | None:
     """The assignment this student works on, when the teacher set any (a link may name one:
-    ``?assignment=ID``); None for free practice."""
+    ``?assignment=ID``); None for free practice. One the teacher has since removed, or a
+    link's unknown one, is said in one line, and the form is free practice."""
     offered = {a.id: a for a in classroom().assignments()}
-    if not offered:
-        return None
     asked = st.query_params.get("assignment")
-    if ASSIGNMENT not in st.session_state and asked in offered:
+    if ASSIGNMENT not in st.session_state and asked:
         st.session_state[ASSIGNMENT] = asked
-    if st.session_state.get(ASSIGNMENT) not in ("", *offered):  # the teacher replaced them
-        st.session_state.pop(ASSIGNMENT, None)
+    kept = st.session_state.get(ASSIGNMENT)
+    if kept and kept not in offered:
+        st.warning(t("tr_assignment_gone", id=plain(kept)))
+        st.session_state[ASSIGNMENT] = ""
+    if not offered:
+        st.query_params.pop("assignment", None)
+        return None
     titles = {"": t("tr_free_practice")} | {i: a.text("title", lang()) for i, a in offered.items()}
-    picked = st.selectbox(t("tr_assignment"), list(titles), format_func=titles.get,
-                          key=ASSIGNMENT, help=t("tr_help_assignment"))  # fmt: skip
+    picked = spoken_select(st, t("tr_assignment"), list(titles), titles, key=ASSIGNMENT,
+                           help=t("tr_help_assignment"))  # fmt: skip
     if picked:
         st.query_params["assignment"] = picked
     else:
@@ -171,24 +175,46 @@ def assignment_form(task: Assignment) -> RunConfig | None:
             if start is None and f.section == "model" and f.kind != "stages":
                 start = defaults.get(f.name)
             value = field_widget(f, start, k + f.name, HIGH.get(f.name))
+            if value is not BAD:
+                try:
+                    f.check(value)
+                except UserError:  # said under the box, in the page's language
+                    st.error(t("tr_out_of_range", field=f.label(lang())))
+                    value = BAD
             bad = bad or value is BAD
             if f.section == "model" and value == defaults.get(f.name):
                 value = None  # the model's default stays unset: one run key with the CLI's
-            cfg = schema.with_value(cfg, f, None if value is BAD else value)
+            if value is not BAD:
+                cfg = schema.with_value(cfg, f, value)
         if not free and len(choices) == 1:
             st.caption(t("tr_nothing_free"))
     try:
         cfg = task.enforce(cfg)
-    except UserError as e:
-        st.error(str(e))
-        return None
+    except UserError as e:  # a rule that ties two fields (stage numbers beyond the stages)
+        with left:
+            st.error(str(e))
+        cfg, bad = task.config, True
     with right:
         st.markdown(f"##### :material/lock: {t('tr_locked')}")
-        rows = [(f.label(lang()), t("tr_default_value") if v is None else schema.show(v))
-                for f, v in task.locked(cfg)]  # fmt: skip
+        rows = [(f.label(lang()), setting(f, v)) for f, v in task.locked(cfg)]
         st.dataframe(pd.DataFrame(rows, columns=[t("tr_setting"), t("tr_value")]),
                      hide_index=True, height="content")  # fmt: skip
     return None if bad else cfg
+
+
+def setting(f, value) -> str:
+    """A locked setting's value as the page's language writes it."""
+    if value is None:
+        return t("tr_all_images" if f.name == "train_limit" else "tr_default_value")
+    if f.kind == "bool":
+        return t("lib_yes" if value else "lib_no")
+    if f.kind == "choice":
+        return f.choice_label(value, lang())
+    if f.kind == "float":
+        return rate(value) if f.log else num(value, 4).rstrip("0").rstrip(",.") or "0"
+    if f.kind == "int":
+        return num(value)
+    return schema.show(value)
 
 
 def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
