@@ -15,6 +15,7 @@ from ui.state import (
     display_name_box,
     is_teacher,
     jobs,
+    leave_teacher,
     remember_teacher,
     teacher_form,
     user,
@@ -61,6 +62,7 @@ page = st.navigation(navigation, position="sidebar" if admitted else "hidden")
 if not admitted:
     class_password_form()  # stops here
 teacher_form()
+leave_teacher()
 name_box = st.sidebar.container()  # above what user() may draw once (its cookie)
 user()
 display_name_box(name_box)

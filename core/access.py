@@ -59,14 +59,31 @@ def accepts_teacher(given: str) -> bool:
     return expected is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def teacher_token() -> str:
+TEACHER_HOURS = 12  # how long a browser stays the teacher's: a school day
+
+
+def teacher_token(issued: float | None = None) -> str:
     """What a browser that gave the teacher key keeps in a cookie (a refresh keeps the
-    role): derived from the key, so it says nothing of it and a new key voids it."""
-    expected = teacher_key() or ""
-    return hmac.new(expected.encode(), _TEACHER_CONTEXT, hashlib.sha256).hexdigest()[:32]
+    role): when it was issued, signed with the key, so it says nothing of the key, a new
+    key voids it, and the server refuses it after TEACHER_HOURS."""
+    import time
+
+    stamp = f"{int(time.time() if issued is None else issued):x}"
+    expected = (teacher_key() or "").encode()
+    signed = hmac.new(expected, _TEACHER_CONTEXT + stamp.encode(), hashlib.sha256).hexdigest()
+    return f"{stamp}.{signed[:32]}"
 
 
-def accepts_teacher_token(given: str) -> bool:
-    """Whether ``given`` is the teacher's token (never, when no key is set)."""
-    return teacher_key() is not None and hmac.compare_digest(given.encode(),
-                                                             teacher_token().encode())  # fmt: skip
+def accepts_teacher_token(given: str, now: float | None = None) -> bool:
+    """Whether ``given`` is a teacher's token of today's key, issued at most TEACHER_HOURS
+    ago (never, when no key is set)."""
+    import time
+
+    stamp, _, _ = given.partition(".")
+    try:
+        issued = int(stamp, 16)
+    except ValueError:
+        return False
+    age = (time.time() if now is None else now) - issued
+    return (teacher_key() is not None and 0 <= age <= TEACHER_HOURS * 3600
+            and hmac.compare_digest(given.encode(), teacher_token(issued).encode()))  # fmt: skip

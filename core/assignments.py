@@ -51,9 +51,9 @@ class Assignment:
     models: tuple[str, ...]  # the families offered when the model is free (all: empty)
 
     def text(self, what: str, lang: str) -> str:
-        """``title``, ``brief`` or ``hand_in`` in ``lang`` (English when it has no other)."""
+        """``title``, ``brief`` or ``hand_in`` in ``lang``, else in the other language."""
         words = getattr(self, what)
-        return words.get(lang) or words.get("en", "")
+        return words.get(lang) or next((w for w in words.values() if w), "")
 
     def model_choices(self) -> tuple[str, ...]:
         if "name" not in self.free:
@@ -73,8 +73,13 @@ class Assignment:
         decide the result."""
         reads = set(catalog.family(cfg.model.name).options)
         shown = {"dataset", "name", *reads, *SHOWN_TRAIN}
+        default = RunConfig()
+
+        def fixed(f) -> bool:  # shown, or set by the teacher away from its default
+            return f.name in shown or schema.value(cfg, f) != schema.value(default, f)
+
         return [(f, schema.value(cfg, f)) for f in schema.FIELDS_LIST
-                if f.name in shown and f.name not in self.free]  # fmt: skip
+                if f.name not in self.free and fixed(f)]  # fmt: skip
 
     def enforce(self, cfg: RunConfig) -> RunConfig:
         """The assignment's config with only the free fields taken from ``cfg``: whatever a
@@ -104,6 +109,23 @@ SHOWN_TRAIN = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_de
                "label_smoothing", "jitter", "hflip", "seed", "train_limit")  # fmt: skip
 
 
+# What students may not be given: where data is read from (a free path would open any folder
+# on the server), the run an encoder starts from, and where it trains.
+NEVER_FREE = {"dataset", "data_dir", "encoder", "device"}
+MAX_DEPTH = 20  # nesting of lists and maps an assignment file needs: 4
+
+
+def _may_be_free(f: schema.Field) -> bool:
+    """Whether a page can offer ``f`` to students: a widget that holds every value it may
+    take (an optional number without steps has no widget for "none")."""
+    if f.name == "name":  # the model: a picker of the families offered
+        return True
+    if f.name in NEVER_FREE or f.kind == "str":
+        return False
+    # A model option's "none" is its family's default, which the form starts from.
+    return f.section == "model" or not (f.optional and f.kind in ("int", "float") and not f.steps)
+
+
 def parse(data: bytes, name: str = "assignments") -> list[Assignment]:
     """The assignments of a JSON or YAML file's bytes (UserError, one line, for anything
     else)."""
@@ -113,7 +135,14 @@ def parse(data: bytes, name: str = "assignments") -> list[Assignment]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{name}: not a text file (UTF-8)") from None
-    doc = _read(text, name)
+    if _depth(text) > MAX_DEPTH:
+        raise UserError(f"{name}: nested more than {MAX_DEPTH} levels deep")
+    try:
+        doc = _read(text, name)
+    except (RecursionError, ValueError) as e:  # ValueError: a number too long to read
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"{name}: neither JSON nor YAML that can be read") from None
     items = doc.get("assignments") if isinstance(doc, dict) else doc
     if not isinstance(items, list) or not items:
         raise UserError(f"{name}: expected a list under 'assignments:' (see assets/assignments/)")
@@ -189,6 +218,8 @@ def _assignment(item, number: int) -> Assignment:
         if not isinstance(free, list):
             raise UserError("free must be a list of field names, like [lr, epochs]")
         free = tuple(dict.fromkeys(schema.field(str(n)).name for n in free))
+        if barred := [n for n in free if not _may_be_free(schema.FIELDS[n])]:
+            raise UserError(f"students cannot be given {barred[0]} to change (fix it instead)")
         models = item.get("models") or []
         if not isinstance(models, list):
             raise UserError("models must be a list of model names")
@@ -211,7 +242,8 @@ def _words(value, where: str, limit: int, required: bool = False) -> dict[str, s
         return {}
     if isinstance(value, str):
         value = {"en": value}
-    if not isinstance(value, dict) or (not value.get("en") and not value.get("es")):
+    if not isinstance(value, dict) or not any(isinstance(w, str) and w.strip()
+                                              for w in value.values()):  # fmt: skip
         raise UserError(f"{where}: give a text, or {{en: ..., es: ...}}")
     out = {}
     for lang, words in value.items():
@@ -236,3 +268,16 @@ def _as_text(value) -> str:
 def _first_repeat(ids: list[str]) -> str:
     seen: set[str] = set()
     return next(i for i in ids if i in seen or seen.add(i))
+
+
+def _depth(text: str) -> int:
+    """How deep brackets nest in ``text`` (quotes ignored: an over-count only refuses a file
+    sooner); block-style YAML nests by indentation, which 64 KB keeps shallow enough."""
+    depth = deepest = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return deepest

@@ -173,6 +173,12 @@ class Classroom(Database):
                 "handed_in": created,
                 "run_id": run_id,
             })  # fmt: skip
+        taken: dict[str, set[str]] = {}  # a display name chosen by several students
+        for r in rows:
+            taken.setdefault(r["student"], set()).add(r["owner"])
+        for r in rows:  # ... is told apart by each one's tag
+            if len(taken[r["student"]]) > 1:
+                r["student"] = f"{r['student']} ({anonymous(r['owner'])})"
         rows.sort(key=lambda r: (-r["test_accuracy"], r["handed_in"]))
         if best_only:
             seen: set[tuple[str, str, str]] = set()

@@ -429,8 +429,10 @@ def cmd_calibrate(args) -> int:
     if args.as_json:
         print(json.dumps(found))
         return 0
-    print(f"temperature {found['temperature']:.3f} (fitted on the validation split; "
-          f"{'over' if found['temperature'] > 1 else 'under'}-confident before)")  # fmt: skip
+    temperature = found["temperature"]
+    before = ("over-confident" if temperature > 1.02 else "under-confident" if temperature < 0.98
+              else "about right")  # fmt: skip
+    print(f"temperature {temperature:.3f} (fitted on the validation split; {before} before)")
     print(f"expected calibration error on the test set: {found['ece_before']:.4f} before, "
           f"{found['ece_after']:.4f} after")  # fmt: skip
     print(f"negative log-likelihood on the test set: {found['nll_before']:.4f} before, "

@@ -415,12 +415,12 @@ class LiveMap:
         return cls(data.x_test, data.y_test)
 
     def add(self, model, epoch: int) -> dict:
-        """Map the features after ``epoch``; the preview a page draws: {"epoch", "frames"
-        (epochs, points, 2), "labels", "index" (the test images mapped)}."""
+        """Map the features after ``epoch``; the preview a page draws (the latest frame
+        only: the job's record is rewritten several times a second): {"epoch", "frame"
+        (points, 2), "labels", "index" (the test images mapped)}."""
         xy = frame(features(model, self.images), self.frames[-1] if self.frames else None)
         self.frames.append(xy)
-        return {"epoch": epoch, "frames": np.stack(self.frames), "labels": self.labels,
-                "index": self.index}  # fmt: skip
+        return {"epoch": epoch, "frame": xy, "labels": self.labels, "index": self.index}
 
     def keep(self, store, run_id: str) -> None:
         store.write_array(store.run_file(run_id, LIVE_MAP), np.stack(self.frames))
@@ -437,8 +437,9 @@ def frame(feats: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     from scipy.linalg import orthogonal_procrustes
 
     try:
-        xy = pca(mappable(feats), 2)
-    except CollapsedFeatures:
+        feats = mappable(feats)
+        xy = pca(feats / max(float(np.abs(feats).max()), 1e-30), 2)  # huge values overflow
+    except (CollapsedFeatures, ValueError, np.linalg.LinAlgError):  # a diverging network
         xy = np.zeros((len(feats), 2), np.float32)
     if xy.shape[1] < 2:
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))

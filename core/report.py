@@ -393,16 +393,19 @@ LEFT, RIGHT, TOP, BOTTOM = 58, 14, 40, 44
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """Round tick values from at most ``low`` to at least ``high``: steps of 1, 2, 2.5 or
     5 times a power of ten, about ``count`` of them."""
-    if not high > low:
+    if not high - low > 1e-6 * max(1.0, abs(high), abs(low)):  # flat, to float rounding
         pad = abs(low) * 0.1 or 1.0
         low, high = low - pad, high + pad
     raw = (high - low) / count
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    ticks, value = [], math.floor(low / step + 1e-9) * step
-    while value < high + step * 0.999:
+    first = math.floor(low / step + 1e-9)
+    ticks = []
+    for k in range(4 * count + 2):  # a bounded walk: the step is at least a fifth of the span
+        value = (first + k) * step
         ticks.append(round(value, 12))
-        value += step
+        if value >= high - step * 1e-3:
+            break
     return ticks
 
 

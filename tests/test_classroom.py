@@ -67,6 +67,12 @@ def test_json_and_yaml_say_the_same():
     (b"- &x {id: a, title: x}\n- *x\n", "aliases"),
     (b"- id: a\n  title: x\n" * 21, "at most 20 assignments"),
     (b"#" * (65 * 1024), "at most 64 KB"),
+    (b"[" * 30000 + b"]" * 30000, "nested more than 20 levels"),
+    (b"- id: a\n  title: x\n  fixed: {epochs: " + b"9" * 5000 + b"}\n", "can be read"),
+    (b"- {id: a, title: x, free: [dataset]}", "cannot be given dataset to change"),
+    (b"- {id: a, title: x, free: [data_dir]}", "cannot be given data_dir to change"),
+    (b"- {id: a, title: x, free: [train_limit]}", "cannot be given train_limit"),
+    (b"- {id: a, title: {en: '', es: ' '}}", "title: give a text"),
 ])  # fmt: skip
 def test_a_bad_assignment_file_is_one_line_naming_what_is_wrong(text, said):
     with pytest.raises(UserError) as e:
@@ -317,3 +323,23 @@ def test_a_removed_assignment_is_said_and_the_form_is_free_practice(server, monk
     at.run()
     assert "ya no está abierta" in at.warning[0].value
     assert picker(at, "Tarea").value == ""
+
+
+def test_a_title_in_one_language_shows_in_both_and_fixed_settings_show_when_set():
+    (task,) = assignments.parse(
+        b"- {id: a, title: {es: Hola}, fixed: {momentum: 0.5, early_stopping: 3}}"
+    )
+    assert task.text("title", "en") == task.text("title", "es") == "Hola"
+    locked = {f.name: v for f, v in task.locked(task.config)}
+    assert locked["momentum"] == 0.5 and locked["early_stopping"] == 3
+    assert "l1" not in locked  # left at its default: not listed
+
+
+def test_two_students_with_one_name_are_told_apart(room, tiny_run):
+    room.set_name(ANA, "Sam")
+    room.set_name(BEN, "Sam")
+    room.hand_in(ANA, [tiny_run.run_id])
+    room.hand_in(BEN, [tiny_run.run_id])
+    assert sorted(r["student"] for r in room.board()) == sorted(
+        [f"Sam ({anonymous(ANA)})", f"Sam ({anonymous(BEN)})"]
+    )

@@ -76,9 +76,13 @@ def test_a_student_on_the_network_without_a_key_set_is_not_the_teacher(root, mon
 
 
 def test_the_teacher_stays_the_teacher_after_a_refresh_through_a_cookie(root, monkeypatch):
-    """The key given once: the browser keeps a token derived from it (never the key, never
-    in a URL), and a new session (a refresh) of that browser is the teacher; a made-up token
-    or one of an old key is not."""
+    """The key given once: the browser keeps a token signed with it and stamped with the
+    time (never the key, never in a URL), and a new session (a refresh) of that browser is
+    the teacher for 12 hours; a made-up token, one of an old key or an older one is not;
+    "Leave the teacher's role" ends it and clears the cookie."""
+    import re
+    import time
+
     from core import access
 
     monkeypatch.setenv(TEACHER_ENV, "owl-42")
@@ -91,16 +95,25 @@ def test_the_teacher_stays_the_teacher_after_a_refresh_through_a_cookie(root, mo
     app.sidebar.button[0].click().run()
     kept = [h.proto.body for h in app.sidebar.get("html") if "cnn_classroom_teacher=" in
             h.proto.body]  # fmt: skip
-    assert len(kept) == 1 and access.teacher_token() in kept[0] and "owl-42" not in kept[0]
+    assert len(kept) == 1 and "owl-42" not in kept[0]
+    token = re.search(r"cnn_classroom_teacher=([0-9a-f]+\.[0-9a-f]{32});", kept[0]).group(1)
+    assert access.accepts_teacher_token(token)
 
-    def refresh(token: str) -> AppTest:
-        monkeypatch.setattr("ui.state.cookie", lambda name: token if "teacher" in name else "")
+    def refresh(given: str) -> AppTest:
+        monkeypatch.setattr("ui.state.cookie", lambda name: given if "teacher" in name else "")
         at = AppTest.from_file(str(ROOT / "views" / "library.py"), default_timeout=120)
         at.session_state["user"] = "00112233445566aa"
         return at.run()
 
-    assert not refresh(access.teacher_token()).error
+    assert not refresh(token).error
     assert [e.value for e in refresh("0" * 32).error] == ["This page is for the teacher."]
-    old = access.teacher_token()
+    stale = access.teacher_token(issued=time.time() - 13 * 3600)
+    assert [e.value for e in refresh(stale).error] == ["This page is for the teacher."]
     monkeypatch.setenv(TEACHER_ENV, "new key")  # a new key voids the old key's cookies
-    assert [e.value for e in refresh(old).error] == ["This page is for the teacher."]
+    assert [e.value for e in refresh(token).error] == ["This page is for the teacher."]
+
+    monkeypatch.setenv(TEACHER_ENV, "owl-42")
+    next(b for b in app.sidebar.button if b.key == "te_leave").click().run()
+    assert not app.session_state["teacher"]
+    cleared = [h.proto.body for h in app.sidebar.get("html") if "max-age=0" in h.proto.body]
+    assert cleared and "cnn_classroom_teacher=;" in cleared[0]

@@ -59,12 +59,18 @@ def test_a_run_exports_to_onnx_that_onnxruntime_runs_to_the_same_answers(
     assert len(ort_logits(out, images[:1])) == 1  # any batch size, one image included
 
 
-def test_a_second_export_reuses_the_kept_file_and_delete_removes_it(tiny_run, tmp_path):
+def test_a_second_export_reuses_the_kept_file_and_delete_removes_it(tiny_run, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
     store = Store(tmp_path / "store")
     store.import_zip(Store(tiny_run.root).export_zip(tiny_run.run_id, tmp_path / "run.zip"))
     first, check = ox.export(store, tiny_run.run_id)
     kept = store.run_file(tiny_run.run_id, ox.FILE)
     assert kept.read_bytes() == first and check.passed
+
+    def no_second_export(*_):
+        raise AssertionError("exported again instead of reusing the kept file")
+
+    monkeypatch.setattr(ox, "to_onnx", no_second_export)
     second, _ = ox.export(store, tiny_run.run_id)
     assert second == first
     store.delete(tiny_run.run_id)

@@ -343,3 +343,14 @@ def test_the_evaluate_page_offers_the_report_and_makes_it_only_when_clicked(
     assert f"/evaluate?run={tiny_run.run_id}&amp;lang={lang}" in page  # the share link
     assert len(re.findall(rf'<img src="{re.escape(PNG)}', page)) > 0
     loads_nothing(page)
+
+
+def test_ticks_of_a_flat_curve_end_and_cover_it():
+    """A stalled loss (values one float apart) gets a padded axis, not an endless walk."""
+    from core.report import nice_ticks
+
+    low = high = 2.302585092994046
+    for a, b in ((2.3025850929940455, high), (low, high), (0.0, 1e-14)):
+        ticks = nice_ticks(a, b)
+        assert 2 <= len(ticks) <= 22 and ticks[0] <= a and ticks[-1] >= b
+        assert len(set(ticks)) == len(ticks)

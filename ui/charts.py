@@ -358,25 +358,31 @@ def reliability(found: dict, temperature: float):
     return localized(fig)
 
 
+REPLAY_FRAMES = 60  # epochs a replay shows at most (a long run's, evenly picked, the last kept)
+
+
 def moving_map(frames: np.ndarray, y, classes: list[str], height: int = 480):
     """A live map's replay: the last epoch's points, one animation frame per epoch (the
-    same points, moved), a slider over the epochs and a play button; the axes stay put, so
-    what moves is the network's doing."""
+    same points, moved; at most REPLAY_FRAMES of them), a slider over the epochs and a play
+    button; the axes stay put, so what moves is the network's doing."""
     fig, traces = class_map(frames[-1], y, classes, "moving-map", trace=go.Scatter,
                             height=height, select=False, size=5)  # fmt: skip
     reach = float(np.abs(frames).max()) * 1.05 or 1.0
     fig.update_xaxes(range=[-reach, reach], autorange=False)
     fig.update_yaxes(range=[-reach, reach], autorange=False)
-    fig.frames = [go.Frame(name=str(e), data=[go.Scatter(x=f[idx, 0], y=f[idx, 1])
+    epochs = np.unique(np.linspace(1, len(frames), min(len(frames), REPLAY_FRAMES)).round()
+                       .astype(int))  # fmt: skip
+    fig.frames = [go.Frame(name=str(e), data=[go.Scatter(x=frames[e - 1][idx, 0],
+                                                         y=frames[e - 1][idx, 1])
                                               for idx in traces])
-                  for e, f in enumerate(frames, 1)]  # fmt: skip
+                  for e in epochs]  # fmt: skip
     step = {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
             "transition": {"duration": 250}}  # fmt: skip
     fig.update_layout(
         sliders=[{"active": len(frames) - 1, "currentvalue": {"prefix": t("ch_epoch") + " "},
                   "pad": {"t": 30}, "x": 0.12, "len": 0.88,
                   "steps": [{"method": "animate", "label": str(e), "args": [[str(e)], step]}
-                            for e in range(1, len(frames) + 1)]}],
+                            for e in epochs]}],
         updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 0, "xanchor": "left",
                       "yanchor": "top", "pad": {"t": 40},
                       "buttons": [{"label": t("ch_play"), "method": "animate",

@@ -29,17 +29,19 @@ def onnx_ui(meta: dict) -> None:
         if not slot.button(t("dl_onnx_prepare"), key=f"dl_onnx_{run_id}"):
             return
         slot.empty()
-        if not ONE_AT_A_TIME.acquire(blocking=False):
-            with st.spinner(t("dl_onnx_waiting")):
-                ONE_AT_A_TIME.acquire()
-        try:
+        held = ONE_AT_A_TIME.acquire(blocking=False)
+        try:  # released however this run ends (a click meanwhile ends it early)
+            if not held:
+                with st.spinner(t("dl_onnx_waiting")):
+                    held = ONE_AT_A_TIME.acquire()
             with st.spinner(t("dl_onnx_making", n=num(ox.CHECK_IMAGES))):
                 _, check = ox.export(store(), run_id)
         except UserError as e:
             st.error(str(e))
             return
         finally:
-            ONE_AT_A_TIME.release()
+            if held:
+                ONE_AT_A_TIME.release()
         st.success(t("dl_onnx_checked", n=num(check.images), diff=f"{check.max_abs_diff:.1e}"))
     st.download_button(
         t("dl_onnx_download", mb=num(kept.stat().st_size / 2**20, 1)),

@@ -121,7 +121,6 @@ def on_this_machine() -> bool:
 
 
 TEACHER_COOKIE = "cnn_classroom_teacher"  # a token of the teacher key (access.teacher_token)
-TEACHER_HOURS = 12  # how long a browser stays the teacher's: a school day
 
 
 def is_teacher() -> bool:
@@ -129,19 +128,32 @@ def is_teacher() -> bool:
     or an earlier one: its cookie), or none is set and the visitor is on the machine itself."""
     if access.teacher_key() is None:
         return on_this_machine()
-    if not st.session_state.get("teacher"):
+    if not st.session_state.get("teacher") and not st.session_state.get("teacher_left"):
         st.session_state.teacher = access.accepts_teacher_token(cookie(TEACHER_COOKIE))
     return bool(st.session_state.teacher)
 
 
 def remember_teacher() -> None:
-    """Once the key was given: ask the browser to keep the teacher's token (drawn last in
-    the sidebar, as ``_remember``; sent to this origin only, never in a URL)."""
-    if st.session_state.pop("teacher_cookie", False):
-        cookie = (f"{TEACHER_COOKIE}={access.teacher_token()}; path=/; "
-                  f"max-age={TEACHER_HOURS * 3600}; SameSite=Strict")  # fmt: skip
-        st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
-                        unsafe_allow_javascript=True)  # fmt: skip
+    """Once the key was given: ask the browser to keep the teacher's token; once the teacher
+    left: to forget it. Drawn last in the sidebar, as ``_remember``; sent to this origin
+    only, never in a URL."""
+    keep = st.session_state.pop("teacher_cookie", None)
+    if keep is None:
+        return
+    token, age = (access.teacher_token(), access.TEACHER_HOURS * 3600) if keep else ("", 0)
+    cookie = f"{TEACHER_COOKIE}={token}; path=/; max-age={age}; SameSite=Strict"
+    st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
+                    unsafe_allow_javascript=True)  # fmt: skip
+
+
+def leave_teacher() -> None:
+    """The sidebar's way out of the teacher's role (a key was given on a shared computer)."""
+    if access.teacher_key() is None or not is_teacher():
+        return
+    if st.sidebar.button(t("te_leave"), key="te_leave", icon=":material/logout:"):
+        st.session_state.teacher, st.session_state.teacher_cookie = False, False
+        st.session_state.teacher_left = True  # this connection still carries the cookie
+        st.rerun()
 
 
 def teacher_form() -> None:
@@ -154,6 +166,7 @@ def teacher_form() -> None:
         entered = st.form_submit_button(t("te_enter"))
     if entered and access.accepts_teacher(given):
         st.session_state.teacher = st.session_state.teacher_cookie = True
+        st.session_state.teacher_left = False
         st.rerun()
     if entered:
         time.sleep(1.0)

@@ -37,8 +37,13 @@ def status(cfg: RunConfig):
     return jobs().states([cfg], user())[0]
 
 
+QUEUED = "pt_queued"  # session: the request whose classifiers were queued (once each)
+
+
 def ask(name: str, labels: tuple[int, ...], ae_epochs: int) -> None:
-    """Queue what is missing: the autoencoder first; its classifiers once it is stored."""
+    """Queue what is missing: the autoencoder first; its classifiers once it is stored.
+    Each press of the button asks once: a run that fails is not queued again until the
+    visitor presses again."""
     ae = status(pretraining.autoencoder(name, ae_epochs))
     if ae.meta is None:
         if ae.job is None or ae.job.is_final:
@@ -46,6 +51,7 @@ def ask(name: str, labels: tuple[int, ...], ae_epochs: int) -> None:
         return
     cells = pretraining.cells(ae.run_id, labels, name)
     asked = jobs().request([c.cfg for c in cells], user(), map_after=False)
+    st.session_state[QUEUED] = (name, labels, ae_epochs)
     classroom().hand_in(user(), asked.run_ids)
 
 
@@ -62,9 +68,10 @@ def results(name: str, labels: tuple[int, ...], ae_epochs: int) -> None:
             st.warning(ae.job.message)
         return
     st.caption(t("pt_ae_ready", run=ae.run_id, mse=num(ae.meta["test"]["mse"], 4)))
-    if st.session_state.get(ASKED) == (name, labels, ae_epochs):
-        try:
-            ask(name, labels, ae_epochs)  # queues nothing twice (stored or already waiting)
+    request = (name, labels, ae_epochs)
+    if st.session_state.get(ASKED) == request and st.session_state.get(QUEUED) != request:
+        try:  # the autoencoder is in since the button was pressed: its classifiers, once
+            ask(name, labels, ae_epochs)
         except UserError as e:
             st.error(str(e))
     cells = pretraining.cells(ae.run_id, labels, name)
@@ -97,6 +104,7 @@ def main() -> None:
     name, labels, ae_epochs = settings()
     if st.button(t("pt_go"), type="primary", disabled=not labels):
         st.session_state[ASKED] = (name, labels, ae_epochs)
+        st.session_state.pop(QUEUED, None)
         try:
             ask(name, labels, ae_epochs)
         except UserError as e:

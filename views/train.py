@@ -122,6 +122,7 @@ def options_ui() -> RunConfig | None:
 
 
 ASSIGNMENT = "tr_assignment"  # session and URL key of the picked assignment
+CHANGED = "tr_assignment_changed"  # session: the assignment went away in this run
 
 
 def assignment_picker() -> Assignment | None:
@@ -136,6 +137,7 @@ def assignment_picker() -> Assignment | None:
     if kept and kept not in offered:
         st.warning(t("tr_assignment_gone", id=plain(kept)))
         st.session_state[ASSIGNMENT] = ""
+        st.session_state[CHANGED] = True  # a Start pressed meanwhile was for that assignment
     if not offered:
         st.query_params.pop("assignment", None)
         return None
@@ -353,10 +355,10 @@ def live_map_aside(classes: list[str]):
 
     def aside(column, snap: dict) -> None:
         preview = snap["preview"]
-        if "frames" not in preview:
+        if "frame" not in preview:
             column.caption(t("tr_map_soon"))
             return
-        fig, _ = class_map(preview["frames"][-1], preview["labels"], classes, "live-map",
+        fig, _ = class_map(preview["frame"], preview["labels"], classes, "live-map",
                            trace=go.Scatter, height=420, select=False, size=5)  # fmt: skip
         column.plotly_chart(fig, key="live_map")
         column.caption(t("tr_map_epoch", epoch=preview["epoch"], n=num(len(preview["labels"]))))
@@ -429,7 +431,10 @@ def main() -> None:
         running = job is not None and not job.is_final
         c1, c2, c3 = st.columns([1, 1, 4], vertical_alignment="center")
         c3.checkbox(t("tr_live_map"), key=LIVE_MAP, help=t("tr_live_map_help"))
-        if c1.button(t("tr_start"), type="primary", disabled=running or cfg is None):
+        pressed = c1.button(t("tr_start"), type="primary", disabled=running or cfg is None)
+        if pressed and st.session_state.pop(CHANGED, False):
+            st.warning(t("tr_check_again"))  # the form is not the one the student saw
+        elif pressed:
             try:
                 start(cfg, assignment=task.id if task else "",
                       live_map=st.session_state.get(LIVE_MAP, False))  # fmt: skip
@@ -437,6 +442,7 @@ def main() -> None:
                 st.error(str(e))
             else:
                 st.rerun()  # drawn again with Start disabled while the run is live
+        st.session_state.pop(CHANGED, None)  # this run's news only
         if running and c2.button(t("tr_stop")):
             jobs().stop(job.id, user())
         if st.session_state.get("stored") and job is None:
