@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from core import UserError, schema
+from core import UserError, schema, tasks
 from core.models import catalog
 from ui.text import DASH, class_name, dataset_name, number, paper_source, percent, text
 
@@ -62,7 +62,7 @@ def build(store, run_id: str, lang: str = "en", link: str | None = None, data=No
         raise UserError(f"run {run_id} is damaged or missing (its files do not check out)")
     r = _Report(meta, lang, store.names().get(run_id))
     sections = [r.header(), r.config()]
-    if meta.get("task", "classify") == "reconstruct":
+    if not tasks.of(meta["model"]).has_accuracy:  # an autoencoder: nothing to classify
         sections += [r.autoencoder(), r.curves()]
         link = None
     else:

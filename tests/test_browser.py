@@ -157,16 +157,16 @@ def test_train_then_click_a_confusion_cell(server, browser):
     # Cell (true 3, predicted 3) of the clickable layer: the diagonal always has images.
     n = 10
     cell = 3 * n + 3
-    page.locator(".js-plotly-plot .scatterlayer .trace").last.locator(".point").nth(cell).click(
-        force=True
-    )
+    # The confusion matrix's chart (its key starts cm_), its clickable layer's points.
+    matrix = page.locator("[class*='st-key-cm_'] .js-plotly-plot .scatterlayer .trace").last
+    matrix.locator(".point").nth(cell).click(force=True)
     caption = page.get_by_text(re.compile(r"test images of")).first
     caption.wait_for(timeout=30_000)
     text = caption.inner_text()
     count = int(re.match(r"\s*(\d+)", text).group(1))
     assert re.search(r"of 3 predicted as 3", text), text
     # Exactly that cell: as many images as the matrix shows in it (the gallery shows up to 48).
-    matrix_text = page.locator(".js-plotly-plot .scatterlayer .trace").last.locator("text")
+    matrix_text = matrix.locator("text")
     assert int(matrix_text.nth(cell).text_content()) == count > 0
     # The cell's gallery arrives just after its caption: as many images (up to 48), each loaded.
     cell_images = "[data-gallery=cell] img"
@@ -189,7 +189,7 @@ def test_a_running_job_survives_leaving_and_refreshing(server, browser):
     job_url = page.url
     page.get_by_role("link", name="Home").click()  # leave...
     page.get_by_role("heading", name="The dataset").wait_for(timeout=30_000)
-    page.get_by_role("link", name="Train").click()  # ...and come back: still running
+    page.get_by_role("link", name="Train", exact=True).click()  # ...and come back: running
     progress = page.get_by_text(re.compile(r"epoch (\d+)/150"))
     progress.first.wait_for(timeout=30_000)
     epoch_before = int(re.search(r"epoch (\d+)/150", progress.first.inner_text()).group(1))
