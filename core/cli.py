@@ -132,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
                          "scratch, on seed 001's autoencoder, on ImageNet features")  # fmt: skip
     pt.add_argument("--labels", default="100,500,1000,5000",
                     help="labelled training images per run, e.g. 100,1000")  # fmt: skip
-    pt.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "digits"))
+    pt.add_argument("--dataset", default="fashion-mnist",
+                    help="fashion-mnist, digits, or a folder or zip of class folders")  # fmt: skip
     pt.add_argument("--ae-epochs", type=int, default=None,
                     help="the autoencoder's epochs (default 10; seed 001 trained 30)")  # fmt: skip
     pt.add_argument("--store", help="model store folder (default: the user cache)")

@@ -22,6 +22,8 @@ from core import seed001
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 LABELS = (100, 500, 1000, 5000)  # labelled training images
+PHOTO_LABELS = (10, 20, 50, 100, 200, 500)  # the same, for a photo dataset's few hundred
+PHOTO_SIDE = 64  # photos' side for the study: the autoencoder and two of three starts
 STARTS = ("scratch", "autoencoder", "imagenet")
 STEPS = 300  # optimisation steps each classifier takes, about
 VAL = 1000  # validation images (carved from the training split, as always)
@@ -39,7 +41,22 @@ class Cell:
 
 
 def data_of(dataset: str = "fashion-mnist") -> DataConfig:
-    return DataConfig(dataset, val_size=VAL)
+    """A built-in dataset with ``VAL`` validation images; a photo dataset (a folder or zip of
+    class folders) at ``PHOTO_SIDE`` pixels, its validation its usual share (at most 20%)."""
+    from core.data import BUILTIN
+
+    if dataset in BUILTIN:
+        return DataConfig(dataset, val_size=VAL)
+    return DataConfig(dataset, image_size=PHOTO_SIDE)
+
+
+def sizes_for(dataset: str, available: int) -> tuple[int, ...]:
+    """The labelled-set sizes worth offering: those below the training split's size (a
+    photo dataset's smaller ones), and the whole split when none is."""
+    from core.data import BUILTIN
+
+    offered = tuple(n for n in (LABELS if dataset in BUILTIN else PHOTO_LABELS) if n < available)
+    return offered or (available,)
 
 
 def autoencoder(dataset: str = "fashion-mnist", epochs: int = AE_EPOCHS) -> RunConfig:

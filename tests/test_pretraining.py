@@ -119,3 +119,41 @@ def test_the_page_charts_the_stored_runs_and_queues_what_is_missing(small, monke
     assert "Primero el autocodificador (2 épocas" in at.info[0].value
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+def test_a_photo_dataset_gets_the_same_study(tmp_path, monkeypatch, capsys):
+    """A folder of class folders: studied at 64 pixels, its validation its usual share."""
+    from test_backbone import write_photos
+
+    monkeypatch.setattr(pretraining, "STEPS", 10)
+    photos = write_photos(tmp_path / "bugs", per_class=40)
+    assert pretraining.data_of(str(photos)).image_size == pretraining.PHOTO_SIDE
+    assert pretraining.sizes_for(str(photos), 50) == (10, 20)
+    assert pretraining.sizes_for(str(photos), 8) == (8,)
+    code = cli.main(["bench", "pretraining", "--labels", "10,20", "--dataset", str(photos),
+                     "--ae-epochs", "1", "--store", str(tmp_path / "store")])  # fmt: skip
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and [r["labels"] for r in found["rows"]] == [10, 20]
+    meta = Store(tmp_path / "store").meta(found["rows"][0]["imagenet_run"])
+    assert meta["classes"] == ["ants", "bees"] and meta["config"]["data"]["train_limit"] == 10
+
+
+def test_the_page_offers_a_teachers_photo_folder_with_its_own_sizes(tmp_path, monkeypatch):
+    from test_backbone import write_photos
+
+    from core.data import uploads as photo_sets
+
+    write_photos(tmp_path / "class" / "bugs", per_class=40)
+    monkeypatch.setenv(photo_sets.ENV_FOLDERS, str(tmp_path / "class"))
+    monkeypatch.setenv("CNN_CLASSROOM_STORE", str(tmp_path / "store"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "views" / "pretraining.py"), default_timeout=60)
+    at.session_state["user"], at.session_state["lang"] = "00112233445566aa", "en"
+    at.run()
+    at.selectbox(key="pt_dataset").set_value(str((tmp_path / "class" / "bugs").resolve())).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (sizes,) = at.multiselect
+    assert sizes.options == ["10", "20", "50"] and sizes.value == [10, 20, 50]
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -11,9 +11,10 @@ import streamlit as st
 
 from core import UserError, pretraining, seed001
 from core.config import RunConfig
+from core.data import uploads as photo_sets
 from ui.charts import pretraining_chart
 from ui.i18n import num, pct, styled, t
-from ui.state import classroom, dataset, jobs, user
+from ui.state import classroom, dataset, jobs, store, user
 from ui.text import DASH
 
 ASKED = "pt_asked"  # session: (dataset, labels, autoencoder epochs) the visitor asked for
@@ -21,10 +22,21 @@ DATASETS = ("fashion-mnist", "digits")
 
 
 def settings() -> tuple[str, tuple[int, ...], int]:
+    """The dataset (a built-in one, one of this visitor's uploaded zips, or a folder the
+    teacher offers), the labelled-set sizes and the autoencoder's epochs."""
     c1, c2, c3 = st.columns([1, 2, 1])
-    name = c1.selectbox(t("tr_dataset"), DATASETS, key="pt_dataset")
-    available = len(dataset(pretraining.data_of(name)).y_train)
-    offered = [n for n in pretraining.LABELS if n <= available]
+    own = {**photo_sets.uploads(store().root, user()), **photo_sets.offered_folders()}
+    names = {d: d for d in DATASETS} | {path: shown for shown, path in own.items()}
+    if st.session_state.get("pt_dataset") not in names:  # an upload gone
+        st.session_state.pop("pt_dataset", None)
+    name = c1.selectbox(t("tr_dataset"), list(names), format_func=names.get, key="pt_dataset",
+                        help=t("pt_dataset_help"))  # fmt: skip
+    try:
+        available = len(dataset(pretraining.data_of(name)).y_train)
+    except UserError as e:
+        st.error(str(e))
+        return name, (), pretraining.AE_EPOCHS
+    offered = list(pretraining.sizes_for(name, available))
     picked = c2.multiselect(t("pt_labels"), offered, default=offered, key=f"pt_labels_{name}",
                             format_func=num, help=t("pt_labels_help"))  # fmt: skip
     epochs = c3.number_input(t("pt_ae_epochs"), 1, 30, pretraining.AE_EPOCHS, key="pt_ae_epochs",
