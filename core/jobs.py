@@ -573,6 +573,7 @@ class RayWorkers:
                 update = self.ray.get(ref)
                 if files := update.pop("files", None):
                     self.store.import_files(update["run_id"], files)
+                    self.store.import_derived(update["run_id"], update.pop("derived", {}))
                 if not self.db.update(job_id, attempt, update) or (
                     self.db.stop_requested(job_id) and update["state"] not in FINAL
                 ):

@@ -460,6 +460,26 @@ class Store:
         self._write_entry(run_id, files)
         return meta
 
+    # What a Ray node's store made beside a run, and carries back with it: read back with
+    # the checks of read_array (float32, the run's shape, finite) before they are used.
+    CARRIED = (TEST_PROBS, "val-logits.npy", "live-map.npy")
+
+    def derived_files(self, run_id: str) -> dict[str, bytes]:
+        """The run's carried derived files that exist, by name."""
+        found = {}
+        for what in self.CARRIED:
+            path = self.run_file(run_id, what)
+            if path.is_file() and path.stat().st_size <= 64 * 2**20:
+                found[what] = path.read_bytes()
+        return found
+
+    def import_derived(self, run_id: str, files: dict[str, bytes]) -> None:
+        """Write ``derived_files`` of a stored run from another store (names outside CARRIED
+        are ignored: a node cannot write anywhere else)."""
+        for what, blob in files.items():
+            if what in self.CARRIED and isinstance(blob, bytes):
+                atomic_write(self.run_file(run_id, what), blob)
+
     def export_zip(self, run_id: str, out: Path) -> Path:
         """One run in one zip, to carry to another machine: its weights, its metadata (with
         their checksums) and, when kept, its test probabilities. Written atomically."""

@@ -257,7 +257,9 @@ def ray_task(cfg_dict: dict, key: str, inputs: dict, map_after: bool, threads: i
         for update in execute(planned, store, threading.Event(), map_after,
                               precompute_maps=False, live_map=live_map):  # fmt: skip
             if update["state"] == "done":
-                update = update | {"files": store.export_files(update["run_id"])}
+                run_id = update["run_id"]
+                update = update | {"files": store.export_files(run_id),
+                                   "derived": store.derived_files(run_id)}  # fmt: skip
             yield update
     finally:
         shutil.rmtree(root, ignore_errors=True)

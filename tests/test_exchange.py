@@ -103,3 +103,17 @@ def test_an_uploaded_zip_is_read_from_memory_under_its_own_name(tiny_run, tmp_pa
     assert meta["run_id"] == tiny_run.run_id and other.meta(tiny_run.run_id) is not None
     with pytest.raises(Exception, match=r"^from-a-student\.zip is not a readable zip"):
         other.import_zip(io.BytesIO(b"nonsense"), name="from-a-student.zip")
+
+
+def test_a_nodes_derived_files_come_back_and_nothing_else(tiny_run, tmp_path):
+    """What a Ray node made beside a run (test probabilities, ...) travels with it; a name
+    outside the carried set is not written anywhere."""
+    node = Store(tiny_run.root)
+    carried = node.derived_files(tiny_run.run_id)
+    assert TEST_PROBS in carried
+    here = Store(tmp_path / "server")
+    here.import_files(tiny_run.run_id, node.export_files(tiny_run.run_id))
+    here.import_derived(tiny_run.run_id, carried | {"../../evil": b"x", "tsne.npy": b"y"})
+    assert (here.test_probs(tiny_run.run_id) == node.test_probs(tiny_run.run_id)).all()
+    written = sorted(p.name for p in here.derived.iterdir() if not p.name.startswith("."))
+    assert written == sorted(f"{tiny_run.run_id}-{what}" for what in carried)

@@ -281,8 +281,11 @@ def test_the_queue_runs_its_jobs_as_ray_tasks(ray_head, tmp_path):
     done = [queue.wait(j.id, 300) for j in jobs]
     assert [j.state for j in done] == ["done", "done"], [j.message for j in done]
     assert queue.wait(stopped.id, 120).state == "stopped"
-    # The weights came back into this server's store, verified.
+    # The weights came back into this server's store, verified, with what the node made
+    # beside them (the test probabilities and validation logits Evaluate reads).
     assert all(store.meta(j.run_id) is not None for j in done)
+    assert all(store.test_probs(j.run_id) is not None for j in done)
+    assert all(store.run_file(j.run_id, "val-logits.npy").is_file() for j in done)
     assert done[0].run_id != done[1].run_id
 
 
