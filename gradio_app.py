@@ -124,12 +124,12 @@ class ClassifyTab:
             heat, method = self.classifier.heatmap(pred)
         except UserError as e:
             return _label(None, lang), None, None, f"⚠️ {_message(e, lang)}"
-        ranked = pred.top(len(pred.classes))
+        ranked, limit = pred.top(len(pred.classes)), (unsure or 0) / 100
         doubt = ""
-        if 100 * ranked[0][1] < (unsure or 0):
+        if ranked[0][1] < limit:
+            doubt = text("cls_not_sure", lang, p=percent(ranked[0][1], lang, 0),
+                         limit=percent(limit, lang, 0)) + "\n\n"  # fmt: skip
             ranked = ranked[:3]
-            doubt = text("cls_not_sure", lang, p=percent(pred.top(1)[0][1], lang, 0),
-                         limit=percent((unsure or 0) / 100, lang, 0)) + "\n\n"  # fmt: skip
         label = _label({class_name(name, lang): p for name, p in ranked}, lang, bool(doubt))
         seen = _picture(pred.x)
         looked = explain.overlay(seen, explain.enlarge((heat * 255).astype(np.uint8),

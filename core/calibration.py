@@ -119,30 +119,24 @@ def val_logits(store, run_id: str, model=None, data=None) -> np.ndarray:
     with FileLock(store.derived_lock(path.name)):
         if (kept := store.read_array(path, shape)) is not None:
             return kept
+        from core.runs import run_data
         from core.train import predict_logits
 
         if model is None:
             model, meta = store.load_model(run_id)
-        logits = predict_logits(model, (data or _data(meta)).x_val).numpy()
+        logits = predict_logits(model, (data or run_data(meta)).x_val).numpy()
         store.write_array(path, logits)
     return logits
-
-
-def _data(meta: dict):
-    from core import data as datasets
-    from core.config import from_dict
-
-    return datasets.load(from_dict(meta["config"]).data)
 
 
 def calibrate(store, run_id: str) -> dict:
     """``summary`` for a stored classifier run (its test probabilities and labels, its
     validation logits)."""
-    from core.runs import test_probs
+    from core.runs import run_data, test_probs
 
     meta = store.meta(run_id)
     if meta is None:
         raise KeyError(run_id)
-    data = _data(meta)
+    data = run_data(meta)
     probs = test_probs(store, run_id, data=data)
     return summary(probs, data.y_test, val_logits(store, run_id, data=data), data.y_val)

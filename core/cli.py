@@ -473,6 +473,8 @@ def cmd_class(args) -> int:
 
 
 def _class_assignments(room, args) -> int:
+    from core import assignments
+
     if args.clear and args.file:
         raise UserError("give a file to load, or --clear, not both")
     if args.clear:
@@ -484,7 +486,7 @@ def _class_assignments(room, args) -> int:
         if not source.is_file():
             raise UserError(f"no file {args.file}")
         with source.open("rb") as f:
-            data = f.read(64 * 1024 + 1)  # core.assignments refuses anything longer
+            data = f.read(assignments.MAX_BYTES + 1)  # it refuses anything longer
         items = room.load_assignments(data, source.name)
         print(f"loaded {len(items)} assignment{'s' * (len(items) != 1)} from {source.name}: "
               f"{', '.join(a.id for a in items)}")  # fmt: skip

@@ -133,7 +133,6 @@ def compare(model, blob: bytes, images: np.ndarray) -> Check:
 
 def _test_images(meta: dict, count: int) -> np.ndarray:
     """The first ``count`` test images of the run's dataset (uint8, N C H W)."""
-    from core import data as datasets
-    from core.config import from_dict
+    from core.runs import run_data
 
-    return np.ascontiguousarray(datasets.load(from_dict(meta["config"]).data).x_test[:count])
+    return np.ascontiguousarray(run_data(meta).x_test[:count])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from core import seed001
+from core import UserError, seed001
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 LABELS = (100, 500, 1000, 5000)  # labelled training images
@@ -91,10 +91,8 @@ def cells(encoder: str, labels=LABELS, dataset: str = "fashion-mnist") -> list[C
 
 
 def parse_labels(text: str, available: int | None = None) -> tuple[int, ...]:
-    """ "100,1000" -> (100, 1000): whole numbers from 10 up, sorted, each below the training
-    split's size when given (UserError, one line, otherwise)."""
-    from core import UserError
-
+    """The sizes written as "100,1000" -> (100, 1000): whole numbers from 10 up, sorted, each
+    below the training split's size when given (UserError, one line, otherwise)."""
     try:
         values = sorted({int(p) for p in text.replace(" ", "").split(",") if p})
     except ValueError:

@@ -344,10 +344,9 @@ def _paper(meta: dict) -> dict | None:
 def _dataset(meta: dict):
     """The run's dataset as it was trained on (UserError when this machine has other
     images under its name: the pictures would not be the run's)."""
-    from core import data as datasets
-    from core.config import from_dict
+    from core.runs import run_data
 
-    data = datasets.load(from_dict(meta["config"]).data)
+    data = run_data(meta)
     if data.identity != meta["dataset"]["identity"] or len(data.y_test) != meta["test"]["support"]:
         raise UserError(f"{data.name} here is not the data run {meta['run_id']} was trained on")
     return data

@@ -203,6 +203,13 @@ def describe_run(cfg: RunConfig, data, finished, probs) -> dict:
     }
 
 
+def run_data(meta: dict):
+    """The dataset a stored run was trained on, as its config names it (core.data's cache)."""
+    from core.config import from_dict
+
+    return datasets.load(from_dict(meta["config"]).data)
+
+
 def test_probs(store: Store, run_id: str, model=None, data=None):
     """Class probabilities (test images, classes) of a stored classifier on its test set:
     as saved when it was trained, or computed now (and saved) for a run from before. The
@@ -218,9 +225,7 @@ def test_probs(store: Store, run_id: str, model=None, data=None):
     if meta is None:
         raise KeyError(run_id)
     if data is None:
-        from core.config import from_dict
-
-        data = datasets.load(from_dict(meta["config"]).data)
+        data = run_data(meta)
     probs = predict_proba(model, data.x_test)
     store.save_test_probs(run_id, probs)
     return probs

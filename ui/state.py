@@ -74,6 +74,20 @@ def warm_server() -> threading.Thread:
     return thread
 
 
+def dataset_names(key: str) -> dict[str, str]:
+    """{dataset as a config names it: as a picker shows it} for this visitor: the built-in
+    ones, their uploaded zips and the folders the teacher offers. A pick kept under ``key``
+    that is no longer among them (an upload gone, a folder no longer offered) is dropped."""
+    from core.data import BUILTIN
+    from core.data import uploads as photo_sets
+
+    own = {**photo_sets.uploads(store().root, user()), **photo_sets.offered_folders()}
+    names = {d: d for d in BUILTIN} | {path: shown for shown, path in own.items()}
+    if st.session_state.get(key) not in names:
+        st.session_state.pop(key, None)
+    return names
+
+
 def class_admitted() -> bool:
     """Whether this visitor may see the pages: no class password is set
     (CNN_CLASSROOM_PASSWORD), or this session gave it, or the URL keeps its token (a
@@ -141,9 +155,7 @@ def remember_teacher() -> None:
     if keep is None:
         return
     token, age = (access.teacher_token(), access.TEACHER_HOURS * 3600) if keep else ("", 0)
-    cookie = f"{TEACHER_COOKIE}={token}; path=/; max-age={age}; SameSite=Strict"
-    st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
-                    unsafe_allow_javascript=True)  # fmt: skip
+    set_cookie(TEACHER_COOKIE, token, age)
 
 
 def leave_teacher() -> None:
@@ -217,10 +229,16 @@ def _is_token(text: str) -> bool:
 
 
 def _remember(token: str) -> None:
-    """Ask the browser to keep ``token`` (this page's own origin only, sent to it alone).
-    Drawn last in the sidebar: an element above the page would shift every element of its
-    first run against the next, and Streamlit would show both while the next one runs."""
-    cookie = f"{USER_COOKIE}={token}; path=/; max-age={USER_DAYS * 86400}; SameSite=Strict"
+    """Ask the browser to keep ``token``."""
+    set_cookie(USER_COOKIE, token, USER_DAYS * 86400)
+
+
+def set_cookie(name: str, value: str, seconds: int) -> None:
+    """Ask the browser to keep ``name=value`` for ``seconds`` (0: forget it), for this page's
+    own origin only and sent to it alone. Drawn last in the sidebar: an element above the
+    page would shift every element of its first run against the next, and Streamlit would
+    show both while the next one runs."""
+    cookie = f"{name}={value}; path=/; max-age={seconds}; SameSite=Strict"
     st.sidebar.html(f"<script>document.cookie = {cookie!r};</script>",
                     unsafe_allow_javascript=True)  # fmt: skip
 

@@ -99,8 +99,8 @@ def assignments_ui() -> None:
         st.info(t("cl_no_assignments"))
     cols = st.columns(len(examples()) + 1)
     for col, (name, path) in zip(cols, examples().items(), strict=False):
-        if col.button(t("cl_load_example", name=name), key=f"cl_ex_{name}"):
-            _load(path.read_bytes(), name)
+        col.button(t("cl_load_example", name=name), key=f"cl_ex_{name}",
+                   on_click=lambda path=path: _load(path.read_bytes(), path.name))  # fmt: skip
     if offered and cols[-1].button(t("cl_clear"), key="cl_clear"):
         classroom().clear_assignments()
         st.session_state["cl_said"] = ("ok", t("cl_cleared"))
@@ -114,6 +114,8 @@ def assignments_ui() -> None:
 
 
 def _load(data: bytes, name: str) -> None:
+    """Load a file's assignments (a button's or the upload box's callback: it runs before
+    the page), or say why not."""
     try:
         items = classroom().load_assignments(data, name)
     except UserError as e:
@@ -123,25 +125,16 @@ def _load(data: bytes, name: str) -> None:
             "ok",
             t("cl_loaded", n=plural("cl_assignments_n", len(items)), name=plain(name)),
         )
-    st.rerun()
 
 
 def _uploaded(box: str) -> None:
-    """The upload box changed (runs before the page): load its assignments, or say why not;
-    either way the box is emptied (a refused file left in it would look loaded)."""
+    """The upload box changed: load it; either way the box is emptied (a refused file left
+    in it would look loaded)."""
     file = st.session_state.get(box)
     if file is None:
         return
     st.session_state["cl_files"] = st.session_state.get("cl_files", 0) + 1
-    try:
-        items = classroom().load_assignments(file.getvalue()[: MAX_BYTES + 1], file.name)
-    except UserError as e:
-        st.session_state["cl_said"] = ("error", t("cl_bad_file", why=plain(str(e))))
-    else:
-        st.session_state["cl_said"] = (
-            "ok",
-            t("cl_loaded", n=plural("cl_assignments_n", len(items)), name=plain(file.name)),
-        )
+    _load(file.getvalue()[: MAX_BYTES + 1], file.name)
 
 
 def main() -> None:

@@ -143,10 +143,9 @@ def top_losses_ui(meta: dict, probs: np.ndarray, data) -> None:
 @st.cache_data(show_spinner=False, max_entries=32)
 def fitted_temperature(run_id: str) -> float:
     """The temperature fitted on the run's validation split (its logits are kept beside the
-    run once computed: a run trained before them computes them here, once)."""
-    net, meta = runs.model(run_id)
-    data = data_of(meta)
-    return calibration.fit_temperature(calibration.val_logits(store(), run_id, net, data),
+    run once computed: a run trained before them loads its model and computes them, once)."""
+    data = data_of(store().meta(run_id))
+    return calibration.fit_temperature(calibration.val_logits(store(), run_id, data=data),
                                        data.y_val)  # fmt: skip
 
 
@@ -166,12 +165,11 @@ def calibration_ui(meta: dict, probs: np.ndarray, data) -> None:
                                      help=t("ev_temperature_help"))  # fmt: skip
         now = calibration.scaled(logits, temperature)
         found = calibration.reliability(now, data.y_test)
+        before = calibration.ece(probs, data.y_test)
         a, b = st.columns(2)
-        a.metric(t("ev_ece_before"), num(calibration.ece(probs, data.y_test), 4),
-                 help=t("ev_help_ece"))  # fmt: skip
+        a.metric(t("ev_ece_before"), num(before, 4), help=t("ev_help_ece"))
         b.metric(t("ev_ece_now"), num(found["ece"], 4), help=t("ev_help_ece"),
-                 delta=num(found["ece"] - calibration.ece(probs, data.y_test), 4),
-                 delta_color="inverse")  # fmt: skip
+                 delta=num(found["ece"] - before, 4), delta_color="inverse")  # fmt: skip
         a.metric(t("ev_fitted_t"), num(fitted, 2))
         b.metric(t("ev_nll_now", before=num(calibration.nll(probs, data.y_test), 4)),
                  num(calibration.nll(now, data.y_test), 4))  # fmt: skip

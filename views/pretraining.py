@@ -11,24 +11,19 @@ import streamlit as st
 
 from core import UserError, pretraining, seed001
 from core.config import RunConfig
-from core.data import uploads as photo_sets
 from ui.charts import pretraining_chart
 from ui.i18n import num, pct, styled, t
-from ui.state import classroom, dataset, jobs, store, user
+from ui.state import classroom, dataset, dataset_names, jobs, user
 from ui.text import DASH
 
 ASKED = "pt_asked"  # session: (dataset, labels, autoencoder epochs) the visitor asked for
-DATASETS = ("fashion-mnist", "digits")
 
 
 def settings() -> tuple[str, tuple[int, ...], int]:
     """The dataset (a built-in one, one of this visitor's uploaded zips, or a folder the
     teacher offers), the labelled-set sizes and the autoencoder's epochs."""
     c1, c2, c3 = st.columns([1, 2, 1])
-    own = {**photo_sets.uploads(store().root, user()), **photo_sets.offered_folders()}
-    names = {d: d for d in DATASETS} | {path: shown for shown, path in own.items()}
-    if st.session_state.get("pt_dataset") not in names:  # an upload gone
-        st.session_state.pop("pt_dataset", None)
+    names = dataset_names("pt_dataset")
     name = c1.selectbox(t("tr_dataset"), list(names), format_func=names.get, key="pt_dataset",
                         help=t("pt_dataset_help"))  # fmt: skip
     try:

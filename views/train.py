@@ -19,8 +19,8 @@ from core.schema import FIELDS
 from ui.charts import class_map, counts, curves, moving_map
 from ui.i18n import lang, num, pct, preset_summary, rate, renamed_folders, t
 from ui.job_panel import show_job, start
-from ui.runs import choose, name_ui
-from ui.state import LOAD, classroom, dataset, jobs, store, user
+from ui.runs import choose, data_of, name_ui
+from ui.state import LOAD, classroom, dataset, dataset_names, jobs, store, user
 from ui.text import plain
 from ui.widgets import BAD, field_widget, spoken_select
 
@@ -213,7 +213,7 @@ def setting(f, value) -> str:
     if f.kind == "choice":
         return f.choice_label(value, lang())
     if f.kind == "float":
-        return rate(value) if f.log else num(value, 4).rstrip("0").rstrip(",.") or "0"
+        return rate(value)  # 0.001, 0.1, 0: as short as the number, in the page's language
     if f.kind == "int":
         return num(value)
     return schema.show(value)
@@ -238,10 +238,7 @@ def model_options_ui(name: str, model: ModelConfig, k: str) -> dict:
 def dataset_ui(key: str = "train_dataset") -> str:
     """The dataset picked: a built-in one, one of this visitor's uploaded zips, or a folder
     the teacher offers; its class balance, and an upload box for a new zip."""
-    own = {**photo_sets.uploads(store().root, user()), **photo_sets.offered_folders()}
-    names = {d: d for d in BUILTIN} | {path: shown for shown, path in own.items()}
-    if st.session_state.get(key) not in names:  # an upload gone, a folder no longer offered
-        st.session_state.pop(key, None)
+    names = dataset_names(key)
     dataset = st.selectbox(t("tr_dataset"), list(names), format_func=names.get,
                            help=t("tr_help_dataset"), key=key)  # fmt: skip
     with st.expander(t("tr_photos"), expanded=dataset not in BUILTIN):
@@ -372,7 +369,7 @@ def replay_ui(meta: dict) -> None:
     if frames is None:
         return
     index = sample(meta["dataset"]["sizes"]["test"], frames.shape[1])
-    labels = dataset(from_dict(meta["config"]).data).y_test[index]
+    labels = data_of(meta).y_test[index]
     st.subheader(t("tr_map_replay"))
     st.caption(t("tr_map_replay_help", n=num(len(index))))
     st.plotly_chart(moving_map(frames, labels, list(meta["classes"])), key="replay_map")
