@@ -50,8 +50,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 256  # large batches keep 2 CPU cores busy; the schedule suits them
     lr: float = 2e-3  # peak learning rate for onecycle, the constant one otherwise
-    optimizer: str = "adamw"  # adam | adamw | sgd (sgd uses momentum below)
-    momentum: float = 0.9  # sgd only
+    optimizer: str = "adamw"  # adam | adamw | sgd | nesterov (SGD, Nesterov's momentum)
+    momentum: float = 0.9  # sgd and nesterov only
     weight_decay: float = 0.0  # optimizer decay (decoupled for adamw, L2-coupled otherwise)
     l1: float = 0.0  # L1 penalty on weights (not biases/norms), added to the loss
     l2: float = 0.0  # L2 penalty on weights (not biases/norms), added to the loss

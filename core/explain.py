@@ -218,6 +218,13 @@ def hires_cam(model: nn.Module, image, target_class: int | None = None) -> np.nd
             score = logits[0, _target(logits, target_class)]
             (grad,) = torch.autograd.grad(score, act)
         rise = (grad * (act.detach() - empty)).sum(dim=1, keepdim=True)  # (1, 1, h, w)
+    onto_image = getattr(model, "onto_image", None)
+    if onto_image is not None and getattr(model, "average_views", False):
+        # It answered for several views of the image (models.resnet.ViewAveraged): each
+        # view's evidence, at the image's size, moved back onto the image's own pixels.
+        rise = onto_image(F.interpolate(rise, size=x.shape[-2:], mode="bilinear",
+                                        align_corners=False))  # fmt: skip
+        return _unit(F.relu(rise)[0, 0])
     cam = F.interpolate(F.relu(rise), size=x.shape[-2:], mode="bilinear", align_corners=False)
     return _unit(cam[0, 0])
 

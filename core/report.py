@@ -155,7 +155,7 @@ class _Report:
         train = config["train"]
         unused = {
             "data_dir": config["data"].get("data_dir") is None,
-            "momentum": train.get("optimizer") != "sgd",
+            "momentum": train.get("optimizer") not in ("sgd", "nesterov"),
             "step_size": train.get("schedule") != "step",
             "gamma": train.get("schedule") not in ("step", "plateau"),
             "plateau_patience": train.get("schedule") != "plateau",

@@ -182,7 +182,7 @@ FIELDS_LIST: tuple[Field, ...] = (
     _f("train", "batch_size", "int", "batch size", 1, 4096, steps=BATCH_SIZES),
     _f("train", "lr", "float", "learning rate", 0, 1e4, open_low=True, log=True,
        steps=LEARNING_RATES),
-    _f("train", "optimizer", "choice", "optimizer", choices=("adamw", "adam", "sgd")),
+    _f("train", "optimizer", "choice", "optimizer", choices=("adamw", "adam", "sgd", "nesterov")),
     _f("train", "momentum", "float", "momentum", 0, 1, open_high=True),
     _f("train", "weight_decay", "float", "weight decay", 0, 100),
     _f("train", "l1", "float", "l1", 0, 100, log=True, steps=PENALTIES),

@@ -25,7 +25,7 @@ from core.config import RunConfig
 from core.data import augment
 from core.data.dataset import ImageData
 from core.models import catalog
-from core.models.base import Classifier, InputSpec
+from core.models.base import Classifier, InputSpec, one_view
 from core.schema import validate
 
 # Images per forward pass when evaluating. Small enough that cnn_bn's largest activation
@@ -146,8 +146,10 @@ def reconstruction_mse(model: Classifier, images, bf16: bool = False) -> float:
 def _optimizer(cfg: RunConfig, model: Classifier) -> torch.optim.Optimizer:
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]  # a frozen encoder stays
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer in ("sgd", "nesterov"):
+        nesterov = t.optimizer == "nesterov" and t.momentum > 0  # torch refuses it without
+        return torch.optim.SGD(params, t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                               nesterov=nesterov)  # fmt: skip
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     # fused: one kernel for all parameters instead of a dozen small ops per tensor.
     return cls(params, t.lr, weight_decay=t.weight_decay, fused=True)
@@ -288,7 +290,8 @@ def train(
         train_seconds += time.perf_counter() - epoch_start
         if stopped and ep_count == 0:
             break
-        val_loss, val_acc, val_top5 = task.evaluate(model, x_val, y_val, bf16)
+        with one_view(model):  # a model answering for views of each image: one pass, not ten
+            val_loss, val_acc, val_top5 = task.evaluate(model, x_val, y_val, bf16)
         if sched_when == "per_epoch":
             sched.step()
         elif sched_when == "on_val_loss":

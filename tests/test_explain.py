@@ -18,7 +18,7 @@ from torch import nn
 
 from core import explain, models
 from core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from core.models.base import Classifier, InputSpec
+from core.models.base import Classifier, InputSpec, one_view
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "views" / "inside.py")
@@ -152,6 +152,26 @@ def test_hires_cam_matches_a_hand_written_one(name, split):
             np.testing.assert_allclose(cam, hires_cam_oracle(model, x, split, target), atol=1e-5)
     mlp = build("mlp")  # no conv layer: pixel saliency
     np.testing.assert_array_equal(explain.hires_cam(mlp, image()), explain.saliency(mlp, image()))
+
+
+def test_a_view_averaging_model_is_explained_on_the_image_through_all_its_views():
+    """resnet_mini answers for ten views of the image (moved a pixel, mirrored): its
+    feature maps are the image's own view, and its HiResCAM moves each view's evidence back
+    onto the image, so the map of a mirrored picture is the mirrored map (the image's own
+    view alone is not mirror-symmetric)."""
+    model = build("resnet_mini")
+    x = image(1)
+    maps = explain.feature_maps(model, x)
+    with torch.no_grad():
+        first = model.body[:3](normalised(model, x))[0].numpy()  # strided conv, BN, ReLU
+    np.testing.assert_allclose(maps[0][1], first, rtol=1e-5, atol=1e-6)
+    for target in (0, 6):
+        cam = explain.hires_cam(model, x, target)
+        np.testing.assert_allclose(explain.hires_cam(model, x.flip(-1), target), cam[:, ::-1],
+                                   atol=1e-5)  # fmt: skip
+    with one_view(model):  # the map with the other views' evidence left out
+        own = explain.hires_cam(model, x, 0)
+        assert np.abs(explain.hires_cam(model, x.flip(-1), 0) - own[:, ::-1]).max() > 0.05
 
 
 def test_hires_cam_defaults_to_the_predicted_class_and_checks_the_class():

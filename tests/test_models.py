@@ -189,6 +189,53 @@ def test_every_model_is_plain_torch_nn(name):
         assert module.startswith(("torch.nn.", "core.models.")), (name, type(m))
 
 
+def test_resnet_mini_answers_for_ten_views_of_the_image_when_evaluated():
+    model = build("resnet_mini").eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        # By hand: the image moved one pixel each way (zeros fill the edge), and mirrored.
+        padded = F.pad(x, (1, 1, 1, 1))
+        moved = [x, padded[..., :28, 1:29], padded[..., 2:, 1:29], padded[..., 1:29, :28],
+                 padded[..., 1:29, 2:]]  # fmt: skip
+        views = moved + [v.flip(-1) for v in moved]
+        expected = torch.stack([model.head(model.features(v)) for v in views]).mean(0)
+        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(model(x.flip(-1)), model(x))  # the views mirror as a set
+        with base.one_view(model):
+            torch.testing.assert_close(model(x), model.head(model.features(x)))
+        assert model.average_views  # back after the block
+        model.train()  # training sees one view: the shifts and flips are its augmentation
+        torch.testing.assert_close(model(x), model.head(model.features(x)))
+
+
+def test_views_go_back_onto_the_image():
+    model = build("resnet_mini")
+    picture = torch.zeros(1, 1, 28, 28)
+    picture[..., 10, 5] = 1.0  # one pixel
+    views = torch.cat([model.view(picture, v) for v in model.views])
+    assert views.sum() == 10  # none pushed it off the edge
+    back = model.onto_image(views)
+    assert back.shape == picture.shape and torch.equal(back, 10 * picture)
+
+
+def test_resnet_mini_is_a_shrunk_resnet_9():
+    model = build("resnet_mini")
+    convs = layers(model, nn.Conv2d)
+    pairs = [(1, 32), (32, 32), (32, 32), (32, 64), (64, 64), (64, 64), (64, 128), (128, 128),
+             (128, 128)]  # fmt: skip
+    assert [(c.in_channels, c.out_channels) for c in convs] == pairs
+    assert convs[0].stride == (2, 2) and all(c.stride == (1, 1) for c in convs[1:])
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    # Conv weights (no biases: BatchNorm follows), BatchNorm scales and shifts, the head.
+    conv = sum(9 * a * b for a, b in pairs)
+    norms = 2 * sum(b for _, b in pairs)
+    assert models.parameter_count("resnet_mini") == conv + norms + 128 * 10 + 10 == 482_154
+    x = torch.rand(2, 1, 28, 28)
+    assert model.body[:3](x).shape == (2, 32, 14, 14)  # the strided conv
+    assert model.body[:8](x).shape == (2, 64, 7, 7)  # the second stage
+    assert model.features(x).shape == (2, 128)
+
+
 def test_cnn_bn_pools_before_its_relus():
     kinds = [type(m) for m in build("cnn_bn").body][:8]
     block = [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -57,3 +59,18 @@ def dense_stack(sizes: list[int], dropout: float) -> nn.Sequential:
     for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
+
+
+@contextlib.contextmanager
+def one_view(model: nn.Module) -> Iterator[None]:
+    """Within the block a model that averages its answers over views of the image
+    (``average_views``: models.resnet.ViewAveraged) answers for the image alone; any other
+    model is left as it is."""
+    if not getattr(model, "average_views", False):
+        yield
+        return
+    model.average_views = False
+    try:
+        yield
+    finally:
+        del model.average_views  # the class's True again

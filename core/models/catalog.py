@@ -58,6 +58,10 @@ FAMILIES: dict[str, Family] = {
         Family("fast", "core.models.cnn",
                "our fast default: 2 strided conv + BatchNorm, 1 dense layer (90% in ~2 epochs)",
                {"hidden": (128,), "dropout": 0.0, "width": 32}),
+        Family("resnet_mini", "core.models.resnet",
+               "compact residual CNN: 3 conv stages, each with a residual pair, answers averaged "
+               "over 10 views of the image (ResNet-9's shape)",
+               {"width": 32}),
         Family("cnn_stages", "core.models.stages",
                "stage-built CNN: conv + ReLU + pool per stage, then a conv to the classes "
                "(seed 003)",
