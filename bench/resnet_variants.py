@@ -22,6 +22,7 @@ Prints one JSON line per epoch and one at the end. One at a time: the machine ha
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -97,6 +98,9 @@ def main() -> None:
         action="store_true",
         help="each residual pair starts as the identity (its last BatchNorm scale 0)",
     )
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="also score a moving average of the weights and BatchNorm statistics "
+                   "with this decay per step (0: none)")  # fmt: skip
     args = p.parse_args()
     set_threads()
     dev = pick("auto")
@@ -118,6 +122,7 @@ def main() -> None:
                           weight_decay=5e-4)  # fmt: skip
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.25)
     one = [model.views[0]]
+    average = copy.deepcopy(model) if args.ema else None
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(len(y), generator=gen, device=dev)
@@ -130,6 +135,14 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
+            if average is not None:
+                with torch.no_grad():
+                    for a, b in zip(average.state_dict().values(), model.state_dict().values(),
+                                    strict=True):  # fmt: skip
+                        if a.is_floating_point():
+                            a.lerp_(b, 1 - args.ema)
+                        else:
+                            a.copy_(b)
         seconds = time.perf_counter() - t0
         val = accuracy(model, xv, yv, one, dev, bf16)
         print(json.dumps({"epoch": epoch, "train_seconds": round(seconds, 1), "val": val,
@@ -145,6 +158,11 @@ def main() -> None:
         "test_ten_views": accuracy(model, xt, yt, list(model.views), dev, bf16),
         "wall": round(time.perf_counter() - START, 1),
     }))  # fmt: skip
+    if average is not None:
+        print(json.dumps({"ema": args.ema,
+                          "test_one_view": accuracy(average, xt, yt, one, dev, bf16),
+                          "test_ten_views": accuracy(average, xt, yt, list(model.views), dev,
+                                                     bf16)}))  # fmt: skip
 
 
 if __name__ == "__main__":
