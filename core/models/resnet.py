@@ -8,6 +8,7 @@ from torch import nn
 
 from core.models import register
 from core.models.base import Classifier, InputSpec
+from core.models.cnn import conv_block, strided_block
 
 
 def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -17,10 +18,8 @@ def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 def stage(c_in: int, c_out: int) -> list[nn.Module]:
-    """conv 3x3 -> BatchNorm -> max-pool 2x2 -> ReLU: halves the side (pool before ReLU:
-    the same output, a quarter of the ReLU's work)."""
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-    return [conv, nn.BatchNorm2d(c_out), nn.MaxPool2d(2), nn.ReLU(inplace=True)]
+    """conv 3x3 -> BatchNorm -> max-pool 2x2 -> ReLU: halves the side (cnn.conv_block)."""
+    return conv_block(c_in, c_out, padding=1, batchnorm=True)
 
 
 class Residual(nn.Module):
@@ -110,9 +109,7 @@ def resnet_mini(spec: InputSpec, width: int) -> Classifier:
     """
     w = width
     body = nn.Sequential(
-        nn.Conv2d(spec.channels, w, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(w),
-        nn.ReLU(inplace=True),
+        *strided_block(spec.channels, w),
         Residual(w),
         *stage(w, 2 * w),
         Residual(2 * w),
