@@ -52,7 +52,7 @@ class ViewAveraged(Classifier):
     """A classifier that, evaluated, answers for the image and nine views of it at once:
     moved one pixel up, down, left or right, and each of the five mirrored left-right; its
     logits are the mean of the ten (test-time augmentation: the views are what training
-    showed it, through the 2-pixel shifts and the flips). Training sees one view.
+    showed it, through the best preset's 1-pixel shifts and flips). Training sees one view.
 
     The views go through as one batch, the image's own first: hooks see (10B, ...)
     activations whose first B are the image's. ``onto_image`` takes a per-view map back
