@@ -43,13 +43,8 @@ from core.config import DataConfig  # noqa: E402
 from core.data import augment  # noqa: E402
 from core.device import pick, set_threads, use_bf16  # noqa: E402
 from core.models.base import InputSpec  # noqa: E402
+from core.models.cnn import strided_block  # noqa: E402
 from core.models.resnet import Residual, ViewAveraged, conv_bn, stage  # noqa: E402
-
-
-def strided(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
-    conv = nn.Conv2d(c_in, c_out, kernel, stride=2, padding=kernel // 2, bias=False)
-    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
 
 VARIANTS = {
     "A": lambda: [*conv_bn(1, 32), *stage(32, 32), *stage(32, 64), Residual(64),
@@ -59,9 +54,9 @@ VARIANTS = {
                    *stage(64, 128), Residual(128)],
     "BR": lambda: [*stage(1, 32), Residual(32), *stage(32, 64), Residual(64), *stage(64, 128),
                    Residual(128)],
-    "S": lambda: [*strided(1, 32), Residual(32), *stage(32, 64), Residual(64), *stage(64, 128),
-                  Residual(128)],
-    "S5": lambda: [*strided(1, 32, 5), Residual(32), *stage(32, 64), Residual(64),
+    "S": lambda: [*strided_block(1, 32), Residual(32), *stage(32, 64), Residual(64),
+                  *stage(64, 128), Residual(128)],
+    "S5": lambda: [*strided_block(1, 32, 5), Residual(32), *stage(32, 64), Residual(64),
                    *stage(64, 128), Residual(128)],
 }  # fmt: skip
 

@@ -60,13 +60,14 @@ def cnn_small(spec: InputSpec, hidden: tuple[int, ...], dropout: float) -> Class
     return Classifier(spec, body, nn.Linear(hidden[-1], spec.num_classes))
 
 
-def strided_block(c_in: int, c_out: int) -> list[nn.Module]:
-    """conv 3x3 stride 2 -> BatchNorm -> ReLU: halves the side without a pooling pass.
+def strided_block(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    """conv k x k (3 x 3 unless told) stride 2 -> BatchNorm -> ReLU: halves the side
+    without a pooling pass.
 
     (A fused BatchNorm -> ReLU kernel like core.accel's pooled one measured no faster than
     PyTorch's layers here: with 32 and 64 channels they are not the bottleneck.)
     """
-    conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=2, padding=kernel // 2, bias=False)
     return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
